@@ -1,0 +1,42 @@
+"""What every job in jobs/ shares: logging, and one clear error line (exit 2) instead of a traceback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+# Errors that mean "the user asked for something that cannot be done"; anything else is a bug
+# and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = ()
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from components.config import ConfigError
+    from components.dataset import DatasetError
+    from components.storage import StorageError
+    from components.examples.pipeline import PreprocessError
+    return (ConfigError, DatasetError, StorageError, PreprocessError) + USER_ERRORS
+
+
+def setup_logging() -> None:
+    level = os.environ.get("SRGAN_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    # Beam and TF are chatty at INFO; our own loggers keep the level asked for.
+    for noisy in ("apache_beam", "tensorflow", "absl", "root"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
+
+
+def run_main(main, argv=None) -> int:
+    """Call main(argv); user errors become `error: <message>` on stderr and exit code 2."""
+    setup_logging()
+    try:
+        main(argv)
+    except user_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0

