@@ -232,12 +232,15 @@ def _pipeline_options(beam_args: list[str]):
 
 def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     """Run the component; returns dataset.json's content. Skips work already committed."""
-    if not cfg.input:
-        raise PreprocessError("no input given: pass --input <folder | glob | s3:// | gs://>")
+    input_uri = cfg.input
+    if not input_uri:
+        from components import sample_data
+        input_uri = sample_data.write_sample_images()
+        log.info("no --input given: using the built-in sample (scikit-image photos, tiled) at %s", input_uri)
     pcfg = cfg.preprocess
     if pcfg.crop_size % pcfg.scale:
         raise PreprocessError(f"crop_size {pcfg.crop_size} is not a multiple of scale {pcfg.scale}")
-    files, ignored = plan_inputs(cfg.input, pcfg)
+    files, ignored = plan_inputs(input_uri, pcfg)
     dataset_id = dataset_id_for(files, pcfg)
     out_uri = dataset.dataset_uri(cfg.artifact_root, dataset_id)
     n_eval = sum(f.split == "eval" for f in files)
@@ -273,7 +276,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
             info = {
                 "dataset_id": dataset_id,
                 "format_version": FORMAT_VERSION,
-                "input": storage.normalize(cfg.input),
+                "input": storage.normalize(input_uri),
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "num_train": num_train,
                 "num_eval": num_eval,

