@@ -53,7 +53,8 @@ def decode_rgb(data: bytes, keep_alpha: bool = False) -> np.ndarray:
             fmt = img.format
             img.load()
     except Image.UnidentifiedImageError as exc:
-        raise ImageRejected(NOT_AN_IMAGE, f"not a readable image ({len(data)} bytes): {exc}") from None
+        raise ImageRejected(NOT_AN_IMAGE, f"no image format recognised ({len(data)} bytes, "
+                                          f"starting {data[:12]!r})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(TOO_LARGE, str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -38,7 +38,6 @@ class InputFile:
     uri: str
     relpath: str   # below the input root: what the split hash and the fingerprint see
     md5: str
-    split: str
 
 
 # ----------------------------------------------------------------------------- planning (launcher side)
@@ -58,21 +57,26 @@ def split_hash(relpath: str) -> float:
     return int(hashlib.sha256(relpath.encode("utf-8")).hexdigest()[:16], 16) / float(1 << 64)
 
 
-def assign_splits(relpaths: list[str], cfg: PreprocessConfig) -> dict[str, str]:
+def check_split_config(cfg: PreprocessConfig) -> None:
+    if cfg.eval_count is not None and cfg.eval_count < 0:
+        raise PreprocessError(f"eval_count must be >= 0, got {cfg.eval_count}")
+    if not 0.0 <= cfg.eval_fraction < 1.0:
+        raise PreprocessError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
+
+
+def eval_by_count(relpaths: list[str], count: int) -> set[str]:
+    """The `count` paths with the lowest split hashes: stable when other files come and go."""
+    return set(sorted(relpaths, key=lambda r: (split_hash(r), r))[:count])
+
+
+def split_of(relpath: str, cfg: PreprocessConfig, eval_set: set[str] | None = None) -> str:
     if cfg.eval_count is not None:
-        if cfg.eval_count < 0:
-            raise PreprocessError(f"eval_count must be >= 0, got {cfg.eval_count}")
-        ranked = sorted(relpaths, key=lambda r: (split_hash(r), r))
-        eval_set = set(ranked[:cfg.eval_count])
-    else:
-        if not 0.0 <= cfg.eval_fraction < 1.0:
-            raise PreprocessError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
-        eval_set = {r for r in relpaths if split_hash(r) < cfg.eval_fraction}
-    return {r: ("eval" if r in eval_set else "train") for r in relpaths}
+        return "eval" if relpath in eval_set else "train"
+    return "eval" if split_hash(relpath) < cfg.eval_fraction else "train"
 
 
 def plan_inputs(input_uri: str, cfg: PreprocessConfig) -> tuple[list[InputFile], list[str]]:
-    """(image files with split and checksum, files ignored for their extension)."""
+    """(image files with their checksums, files ignored for their extension)."""
     extensions = [e.strip() for e in cfg.image_extensions.split(",") if e.strip()]
     try:
         listed = storage.list_files(input_uri)
@@ -85,10 +89,9 @@ def plan_inputs(input_uri: str, cfg: PreprocessConfig) -> tuple[list[InputFile],
         raise PreprocessError(f"{input_uri}: no image files found (extensions {', '.join(extensions)}; "
                               f"{len(ignored)} other files ignored)")
     rels = [storage.relpath(u, root) for u in wanted]
-    splits = assign_splits(rels, cfg)
     out, start, last = [], time.time(), time.time()
     for i, (uri, rel) in enumerate(zip(wanted, rels), 1):
-        out.append(InputFile(uri, rel, storage.content_md5(uri), splits[rel]))
+        out.append(InputFile(uri, rel, storage.content_md5(uri)))
         if time.time() - last > 10:
             last = time.time()
             rate = i / (last - start)
@@ -110,7 +113,7 @@ def dataset_id_for(files: list[InputFile], cfg: PreprocessConfig) -> str:
 # ----------------------------------------------------------------------------- Beam transforms (worker side)
 
 class DecodeAndCrop(beam.DoFn):
-    """(uri, split) -> main output (split, raw example) or a 'rejected' JSON line."""
+    """(uri, relpath) -> main output (relpath, raw example) or a 'rejected' JSON line."""
 
     REJECTED = "rejected"
 
@@ -124,7 +127,7 @@ class DecodeAndCrop(beam.DoFn):
         self._count, self._start, self._last = 0, time.time(), time.time()
 
     def process(self, element):
-        uri, split = element
+        uri, relpath = element
         try:
             try:
                 data = storage.read_bytes(uri)
@@ -138,7 +141,7 @@ class DecodeAndCrop(beam.DoFn):
             return
         self.accepted.inc()
         self._progress()
-        yield split, {"hr_raw": crop.tobytes(), "source": uri.encode("utf-8")}
+        yield relpath, {"hr_raw": crop.tobytes(), "source": uri.encode("utf-8")}
 
     def _progress(self):
         self._count += 1
@@ -168,11 +171,20 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
     decoded = (
         p
-        | "ListInputs" >> beam.Create([(f.uri, f.split) for f in files])
+        | "ListInputs" >> beam.Create([(f.uri, f.relpath) for f in files])
         | "Distribute" >> beam.Reshuffle()
         | "DecodeAndCrop" >> beam.ParDo(DecodeAndCrop(cfg.crop_size, cfg.resize_short_side)).with_outputs(
             DecodeAndCrop.REJECTED, main="accepted"))
-    accepted = decoded.accepted
+    # The split is decided after validation, so eval_count counts accepted images.
+    if cfg.eval_count is None:
+        accepted = decoded.accepted | "AssignSplit" >> beam.Map(lambda kv: (split_of(kv[0], cfg), kv[1]))
+    else:
+        eval_set = (decoded.accepted | "AcceptedPaths" >> beam.Keys()
+                    | "AllPaths" >> beam.combiners.ToList()
+                    | "EvalSet" >> beam.Map(eval_by_count, cfg.eval_count))
+        accepted = decoded.accepted | "AssignSplit" >> beam.Map(
+            lambda kv, eval_set: (split_of(kv[0], cfg, eval_set), kv[1]),
+            eval_set=beam.pvalue.AsSingleton(eval_set))
     raw = {split: (accepted | f"Select{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
                    | f"Drop{split}Key" >> beam.Values())
            for split in dataset.SPLITS}
@@ -225,9 +237,23 @@ def _statistics(out_dir: str, crop_size: int) -> dict:
 
 
 def _pipeline_options(beam_args: list[str]):
+    """Beam options from the flags the job itself does not define; a flag Beam does not know is an error."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    return PipelineOptions(list(beam_args))
+    beam_log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_log.level
+    beam_log.setLevel(logging.ERROR)  # its own "Discarding unparseable args" warning would say it twice
+    try:
+        options = PipelineOptions(list(beam_args))
+        unknown = set(options.get_all_options(retain_unknown_options=True)) - set(options.get_all_options())
+    finally:
+        beam_log.setLevel(level)
+    if unknown:
+        flags = sorted({a.split("=")[0] for a in beam_args
+                        if a.startswith("--") and a[2:].split("=")[0].replace("-", "_") in unknown})
+        raise PreprocessError(f"unknown flag {', '.join(flags) or sorted(unknown)}: "
+                              "neither a preprocess flag nor a Beam pipeline option")
+    return options
 
 
 def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
@@ -240,19 +266,16 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     pcfg = cfg.preprocess
     if pcfg.crop_size % pcfg.scale:
         raise PreprocessError(f"crop_size {pcfg.crop_size} is not a multiple of scale {pcfg.scale}")
+    check_split_config(pcfg)
     files, ignored = plan_inputs(input_uri, pcfg)
     dataset_id = dataset_id_for(files, pcfg)
     out_uri = dataset.dataset_uri(cfg.artifact_root, dataset_id)
-    n_eval = sum(f.split == "eval" for f in files)
-    log.info("%d image files (%d ignored for their extension): train %d, eval %d -> %s",
-             len(files), len(ignored), len(files) - n_eval, n_eval, out_uri)
+    log.info("%d image files (%d ignored for their extension) -> %s", len(files), len(ignored), out_uri)
     if storage.exists(storage.join(out_uri, dataset.MARKER)):
         if not cfg.force:
             log.info("dataset %s is already committed: nothing to do (--force redoes it)", dataset_id)
             return dataset.load_info(out_uri)
         storage.delete(out_uri, recursive=True)
-    if n_eval == len(files):
-        raise PreprocessError("every input landed in the eval split: lower eval_fraction / eval_count")
 
     options = _pipeline_options(beam_args or [])
     work_dir = tempfile.mkdtemp(prefix="preprocess-work-")
@@ -270,8 +293,8 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
                 raise PreprocessError(f"inputs lost: {len(files)} read but {num_train} train + {num_eval} eval "
                                       f"+ {len(rejected)} rejected")
             if num_train == 0:
-                raise PreprocessError(f"no training image was accepted ({len(rejected)} rejected; "
-                                      f"see the reasons below)\n" + _jsonl([json.dumps(r) for r in rejected[:10]]))
+                raise PreprocessError(f"no training image was accepted ({num_eval} went to eval, {len(rejected)} "
+                                      f"rejected; first rejections below)\n" + _jsonl([json.dumps(r) for r in rejected[:10]]))
             shards = {s: sorted(n for n in os.listdir(out_dir) if n.startswith(s + "-")) for s in dataset.SPLITS}
             info = {
                 "dataset_id": dataset_id,

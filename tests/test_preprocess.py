@@ -1,0 +1,288 @@
+"""The examples+transform component, run for real on Beam's DirectRunner with tensorflow-transform."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components import config, dataset, examples, sample_data, storage
+from components.degradation import degrade
+from tests.conftest import REPO, shared_data
+
+# name -> expected rejection reason (None: accepted, converted to 8-bit RGB)
+BAD_CORPUS = {
+    "truncated.jpg": "truncated_or_corrupt",
+    "empty.jpg": "empty_file",
+    "text.jpg": "not_an_image",
+    "tiny_8x8.png": "too_small",
+    "gray.png": None,
+    "cmyk.jpg": None,
+    "rgba.png": None,
+    "deep16.png": None,
+    "palette.png": None,
+    "anim.gif": None,
+    "sub/UPPER.JPEG": None,
+    "sub/large_600.png": None,   # short side > 2 x crop: resized to 178 first
+}
+
+
+def make_bad_corpus(d: str) -> None:
+    photo = sample_data.photo("astronaut")[:200, :200]
+    os.makedirs(os.path.join(d, "sub"), exist_ok=True)
+
+    def save(name, img, **kw):
+        img.save(os.path.join(d, name), **kw)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=90)
+    open(os.path.join(d, "truncated.jpg"), "wb").write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    open(os.path.join(d, "empty.jpg"), "wb").close()
+    open(os.path.join(d, "text.jpg"), "w").write("this is not a picture\n" * 20)
+    save("tiny_8x8.png", Image.fromarray(photo[:8, :8]))
+    save("gray.png", Image.fromarray(photo).convert("L"))
+    save("cmyk.jpg", Image.fromarray(photo).convert("CMYK"), quality=95)
+    rgba = np.dstack([photo, np.full(photo.shape[:2], 255, np.uint8)])
+    rgba[:, :100, 3] = 0  # left half fully transparent
+    save("rgba.png", Image.fromarray(rgba, "RGBA"))
+    ramp = (np.arange(200 * 200, dtype=np.uint32).reshape(200, 200) * 1637 % 65536).astype(np.uint16)
+    save("deep16.png", Image.fromarray(ramp))
+    save("palette.png", Image.fromarray(photo).convert("P", palette=Image.Palette.ADAPTIVE))
+    frames = [Image.fromarray(photo).convert("P"), Image.fromarray(255 - photo).convert("P")]
+    frames[0].save(os.path.join(d, "anim.gif"), save_all=True, append_images=frames[1:])
+    save("sub/UPPER.JPEG", Image.fromarray(photo), quality=95)
+    save("sub/large_600.png", Image.fromarray(sample_data.photo("astronaut")[:600, :600]))
+    open(os.path.join(d, "notes.txt"), "w").write("not an image extension: ignored, and counted\n")
+
+
+def run_job(input_uri, root, beam_args=(), **preprocess):
+    cfg = config.Config(artifact_root=root, input=input_uri)
+    for k, v in preprocess.items():
+        config.set_value(cfg, k, v)
+    info = examples.run(cfg, list(beam_args))
+    return info, dataset.dataset_uri(root, info["dataset_id"])
+
+
+def records(uri, split):
+    """{source: (hr uint8, lr uint8, hr png bytes, lr png bytes)} of a split, via the shared reader."""
+    raw = {ex["source"].numpy().decode(): (ex["hr"].numpy(), ex["lr"].numpy())
+           for ex in dataset.read_split(uri, split, decode=False)}
+    return {src: (np.asarray(Image.open(io.BytesIO(h))), np.asarray(Image.open(io.BytesIO(lr))), h, lr)
+            for src, (h, lr) in raw.items()}
+
+
+def all_records(uri):
+    return {**records(uri, "train"), **records(uri, "eval")}
+
+
+@pytest.fixture(scope="session")
+def bad_corpus(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("corpus"))
+    make_bad_corpus(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def corpus_dataset(bad_corpus, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("art"))
+    info, uri = run_job(bad_corpus, root, eval_count=3)
+    return info, uri, root
+
+
+def test_bad_input_is_quarantined_with_reasons(corpus_dataset, bad_corpus):
+    info, uri, _ = corpus_dataset
+    expected_rejects = {n: r for n, r in BAD_CORPUS.items() if r}
+    rejected = [json.loads(line) for line in storage.read_text(storage.join(uri, "rejected.jsonl")).splitlines()]
+    got = {storage.relpath(r["source"], bad_corpus): r["reason"] for r in rejected}
+    assert got == expected_rejects
+    assert all(r["details"] for r in rejected)
+    assert info["num_rejected"] == 4
+    assert info["num_train"] + info["num_eval"] == 8 and info["num_eval"] == 3
+    assert info["num_files_read"] == len(BAD_CORPUS) == info["num_train"] + info["num_eval"] + info["num_rejected"]
+    assert info["num_ignored_files"] == 1  # notes.txt
+    assert info["rejected_by_reason"] == {"empty_file": 1, "not_an_image": 1, "too_small": 1, "truncated_or_corrupt": 1}
+    accepted = {storage.relpath(s, bad_corpus) for s in all_records(uri)}
+    assert accepted == {n for n, r in BAD_CORPUS.items() if r is None}
+
+
+def test_conversions_to_8bit_rgb(corpus_dataset, bad_corpus):
+    _, uri, _ = corpus_dataset
+    recs = {storage.relpath(s, bad_corpus): v for s, v in all_records(uri).items()}
+    photo = sample_data.photo("astronaut")[:200, :200]
+    center = photo[36:164, 36:164]
+    for name, (hr, lr, _h, _l) in recs.items():
+        assert hr.shape == (128, 128, 3) and hr.dtype == np.uint8, name
+        assert lr.shape == (32, 32, 3) and lr.dtype == np.uint8, name
+    gray = recs["gray.png"][0]
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    # RGBA: the transparent left part is composited over white, the opaque part is the photo.
+    rgba = recs["rgba.png"][0]
+    assert (rgba[:, : 100 - 36] == 255).all()
+    np.testing.assert_array_equal(rgba[:, 100 - 36:], center[:, 100 - 36:])
+    # 16-bit: scaled to 8 bit (v / 257), not clipped at 255.
+    ramp = (np.arange(200 * 200, dtype=np.uint32).reshape(200, 200) * 1637 % 65536)
+    expect16 = np.round(ramp[36:164, 36:164] / 257.0).astype(np.uint8)
+    np.testing.assert_array_equal(recs["deep16.png"][0][..., 0], expect16)
+    # PNG is lossless: the uppercase JPEG and the CMYK JPEG stay close to the photo; GIF gives frame 0.
+    assert np.abs(recs["sub/UPPER.JPEG"][0].astype(int) - center).mean() < 3
+    assert np.abs(recs["cmyk.jpg"][0].astype(int) - center).mean() < 6
+    frame0 = np.asarray(Image.open(os.path.join(bad_corpus, "anim.gif")).convert("RGB"))[36:164, 36:164]
+    np.testing.assert_array_equal(recs["anim.gif"][0], frame0)
+    assert np.abs(recs["anim.gif"][0].astype(int) - (255 - center)).mean() > 60  # not the inverted frame 1
+    # The large image was resized (short side 600 -> 178) before the center crop.
+    big = Image.fromarray(sample_data.photo("astronaut")[:600, :600]).resize((178, 178), Image.Resampling.BICUBIC)
+    np.testing.assert_array_equal(recs["sub/large_600.png"][0], np.asarray(big)[25:153, 25:153])
+
+
+def test_lr_is_exactly_the_degradation_of_hr(corpus_dataset):
+    _, uri, _ = corpus_dataset
+    recs = all_records(uri)
+    assert len(recs) == 8
+    for src, (hr, lr, _h, _l) in recs.items():
+        np.testing.assert_array_equal(lr, degrade(hr).numpy(), err_msg=src)
+
+
+def test_dataset_json_and_transform_output(corpus_dataset):
+    info, uri, _ = corpus_dataset
+    assert info == dataset.load_info(uri)
+    assert dataset.DATASET_ID_RE.match(info["dataset_id"])
+    assert info["shapes"] == {"hr": [128, 128, 3], "lr": [32, 32, 3]} and info["encoding"] == "png"
+    stats = info["statistics"]
+    # Analyzer results equal the statistics of the training HR pixels, computed here independently.
+    train = np.stack([v[0] for v in records(uri, "train").values()]).reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(stats["hr_mean"], train.mean(0), atol=0.01)
+    np.testing.assert_allclose(stats["hr_std"], train.std(0), atol=0.05)
+    np.testing.assert_allclose(stats["hr_max"], train.max(0))
+    spec = dataset.feature_spec(uri)
+    assert sorted(spec) == ["hr", "lr", "source"]
+    assert storage.isdir(storage.join(uri, "transform_fn"))
+    assert sum(1 for _ in dataset.read_split(uri, "train")) == info["num_train"]
+    for ex in dataset.read_split(uri, "eval").batch(8).take(1):
+        assert tuple(ex["hr"].shape) == (3, 128, 128, 3) and tuple(ex["lr"].shape) == (3, 32, 32, 3)
+
+
+def test_rerun_is_idempotent_and_independent_of_shards_and_location(corpus_dataset, bad_corpus, tmp_path):
+    info, uri, root = corpus_dataset
+    # Same input, same root: the committed dataset is found, nothing is redone.
+    again, _ = run_job(bad_corpus, root, eval_count=3)
+    assert again["created"] == info["created"]
+    # Same bytes in another folder, another shard count, another root: same id, same records.
+    moved = str(tmp_path / "moved")
+    shutil.copytree(bad_corpus, moved)
+    other, other_uri = run_job(moved, str(tmp_path / "root2"), eval_count=3, num_shards=3)
+    assert other["dataset_id"] == info["dataset_id"]
+    assert len(other["shards"]["train"]) == 3
+    mine = {storage.relpath(s, bad_corpus): v[2:] for s, v in all_records(uri).items()}
+    theirs = {storage.relpath(s, moved): v[2:] for s, v in all_records(other_uri).items()}
+    assert mine == theirs
+    # A config change that alters the records changes the id.
+    changed, _ = run_job(bad_corpus, str(tmp_path / "root3"), eval_count=2)
+    assert changed["dataset_id"] != info["dataset_id"]
+
+
+def test_multiprocessing_runner_gives_the_same_records(corpus_dataset, bad_corpus, tmp_path):
+    info, uri, _ = corpus_dataset
+    mp_info, mp_uri = run_job(bad_corpus, str(tmp_path), eval_count=3,
+                              beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    assert mp_info["dataset_id"] == info["dataset_id"]
+    assert {k: v[2:] for k, v in all_records(mp_uri).items()} == {k: v[2:] for k, v in all_records(uri).items()}
+    assert storage.read_text(storage.join(mp_uri, "rejected.jsonl")) == storage.read_text(
+        storage.join(uri, "rejected.jsonl"))
+
+
+def test_s3_input_and_artifact_root(s3_server, bad_corpus, corpus_dataset):
+    info, uri, _ = corpus_dataset
+    bucket = s3_server.make_bucket("preprocess")
+    fs = s3_server.client()
+    fs.put(bad_corpus, "preprocess/raw", recursive=True)
+    s3_info, s3_uri = run_job(bucket + "/raw", bucket + "/artifacts", eval_count=3)
+    assert s3_uri.startswith("s3://preprocess/artifacts/datasets/ds-")
+    # Same bytes and relative paths on S3 -> the same id (the server's md5 ETags) and the same pixels.
+    assert s3_info["dataset_id"] == info["dataset_id"]
+    assert fs.exists(f"preprocess/artifacts/datasets/{s3_info['dataset_id']}/dataset.json")
+    assert fs.exists(f"preprocess/artifacts/datasets/{s3_info['dataset_id']}/transform_fn/saved_model.pb")
+    s3_recs = {storage.relpath(s, bucket + "/raw"): v[2:] for s, v in all_records(s3_uri).items()}
+    local = {storage.relpath(s, bad_corpus): v[2:] for s, v in all_records(uri).items()}
+    assert s3_recs == local
+    assert all(s.startswith("s3://preprocess/raw/") for s in all_records(s3_uri))
+    assert s3_info["num_rejected"] == 4
+
+
+def test_real_photos_from_a_package(photos_dir, tmp_path):
+    info, uri = run_job(photos_dir, str(tmp_path), eval_count=1)
+    assert info["num_train"] == 3 and info["num_eval"] == 1 and info["num_rejected"] == 0
+    srcs = sorted(storage.relpath(s, photos_dir) for s in all_records(uri))
+    assert srcs == ["astronaut.png", "chelsea.JPG", "nested/coffee.webp", "nested/deeper/rocket.bmp"]
+    hr = records(uri, "train").get(os.path.join(photos_dir, "astronaut.png"))
+    if hr is None:
+        hr = records(uri, "eval")[os.path.join(photos_dir, "astronaut.png")]
+    # astronaut.png is 512x512 (> 2 x 128): resized to 178, then the center crop
+    expect = np.asarray(Image.fromarray(sample_data.photo("astronaut")).resize((178, 178), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(hr[0], expect[25:153, 25:153])
+
+
+def test_celeba_faces(tmp_path):
+    aligned = shared_data("faces-dev", "celeba_align_178x218")
+    hq = shared_data("faces-dev", "celebahq_1024")
+    src = tmp_path / "faces"
+    shutil.copytree(aligned, src / "aligned")
+    os.makedirs(src / "hq")
+    for name in sorted(os.listdir(hq))[:4]:
+        shutil.copy(os.path.join(hq, name), src / "hq" / name)
+    info, uri = run_job(str(src), str(tmp_path / "art"), eval_fraction=0.2)
+    assert info["num_train"] + info["num_eval"] == 24 and info["num_rejected"] == 0
+    assert info["num_eval"] >= 1
+    recs = all_records(uri)
+    # 178x218 aligned frames: center crop without resizing, exactly as the reference method.
+    first = sorted(s for s in recs if "/aligned/" in s)[0]
+    photo = np.asarray(Image.open(first).convert("RGB"))
+    np.testing.assert_array_equal(recs[first][0], photo[45:173, 25:153])
+    # Faces have plausible statistics (skin tones: red > green > blue on average).
+    mean = info["statistics"]["hr_mean"]
+    assert mean[0] > mean[1] > mean[2]
+
+
+def _job(*args, env=None):
+    return subprocess.run([sys.executable, os.path.join(REPO, "jobs", "preprocess.py"), *args],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--input", "/nonexistent/images"], "no such file, folder or matching files"),
+    (["--eval-fraction", "1.5"], "eval_fraction must be in [0, 1)"),
+    (["--no-such-flag", "3"], "unexpected arguments"),
+    (["--not-a-beam-option=3"], "unknown flag --not-a-beam-option"),
+])
+def test_job_bad_flags_give_one_clear_error(tmp_path, args, message, photos_dir):
+    if "--input" not in args:
+        args = ["--input", photos_dir, *args]
+    out = _job("--artifact-root", str(tmp_path), *args)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_job_empty_folder(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "readme.txt").write_text("no images here")
+    out = _job("--input", str(tmp_path / "in"), "--artifact-root", str(tmp_path / "art"))
+    assert out.returncode == 2 and "no image files found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_job_all_rejected(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.jpg").write_bytes(b"")
+    (tmp_path / "in" / "b.png").write_text("text")
+    out = _job("--input", str(tmp_path / "in"), "--artifact-root", str(tmp_path / "art"), "--eval-fraction", "0")
+    assert out.returncode == 2 and "no training image was accepted" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert not os.path.exists(tmp_path / "art" / "datasets") or not any(
+        os.path.exists(os.path.join(tmp_path, "art", "datasets", d, "dataset.json"))
+        for d in os.listdir(tmp_path / "art" / "datasets"))
