@@ -6,6 +6,9 @@ import logging
 import os
 import sys
 
+# Before TensorFlow is imported anywhere: its C++ INFO lines (oneDNN, CUDA probing) drown the progress.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 # Errors that mean "the user asked for something that cannot be done"; anything else is a bug
 # and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = ()
@@ -26,6 +29,9 @@ def setup_logging() -> None:
     # Beam and TF are chatty at INFO; our own loggers keep the level asked for.
     for noisy in ("apache_beam", "tensorflow", "absl", "root"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
+    # tf.Transform warns on every run that instance dicts are slower than Arrow batches; measured here
+    # (bench/preprocess.py) the job is not the bottleneck, so the advice is noise.
+    logging.getLogger("absl").addFilter(lambda record: "instance dicts" not in record.getMessage())
 
 
 def run_main(main, argv=None) -> int:
