@@ -19,7 +19,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from components.dataset import DatasetError
     from components.storage import StorageError
     from components.examples.pipeline import PreprocessError
-    return (ConfigError, DatasetError, StorageError, PreprocessError) + USER_ERRORS
+    from components.trainer.launcher import TrainError
+    return (ConfigError, DatasetError, StorageError, PreprocessError, TrainError) + USER_ERRORS
 
 
 def setup_logging() -> None:

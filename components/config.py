@@ -32,6 +32,55 @@ class PreprocessConfig:
 
 
 @dataclass
+class TrainConfig:
+    # cluster shape (Ray Train)
+    num_workers: int = 1
+    gpus_per_worker: int = 0
+    cpus_per_worker: int = 1
+    # schedule: a phase runs `*_steps` steps, or `*_epochs` epochs when steps is unset
+    global_batch_size: int = 16       # per-replica batch = global / replicas; losses averaged over global
+    steps_per_epoch: int = 0          # 0: num_train // global_batch_size
+    pretrain_epochs: int = 1          # SRResNet phase: generator on pixel MSE
+    pretrain_steps: Optional[int] = None
+    gan_epochs: int = 1               # SRGAN phase: generator + discriminator, 1:1 updates
+    gan_steps: Optional[int] = None
+    # models (defaults: the reference sizes)
+    generator_width: int = 64
+    generator_blocks: int = 16
+    residual_over_bicubic: bool = False   # output = bicubic(LR) + learned residual (no tanh)
+    discriminator_width: int = 64
+    discriminator_depth: int = 8
+    discriminator_dense: int = 1024
+    discriminator_batchnorm: bool = False
+    warm_start: Optional[str] = None  # generator.keras, an exported model folder, or a run's folder
+    # losses and optimizers
+    content_loss: str = "vgg"         # GAN phase content loss: vgg | pixel
+    vgg_layer: str = "block5_conv4"
+    vgg_weights: str = "imagenet"     # imagenet | path to VGG19 no-top weights | none (random features)
+    content_weight: float = 1.0
+    adversarial_weight: float = 1e-3
+    pretrain_learning_rate: float = 1e-4
+    g_learning_rate: float = 1e-4
+    d_learning_rate: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    # execution
+    precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16
+    jit: bool = False                 # XLA; measured slower on CPU (STACK.md)
+    seed: int = 0
+    shuffle_buffer: int = 1024        # 0: no shuffling (deterministic order)
+    augment: bool = True              # flip + small colour jitter, identical on HR and LR
+    # checkpoints and safety
+    checkpoint_every_steps: int = 0   # besides every epoch end; 0: epoch ends only
+    keep_checkpoints: int = 3
+    max_failures: int = 3             # worker failures Ray Train recovers from (restart + resume)
+    max_nonfinite_in_row: int = 5     # then the last good checkpoint is restored
+    max_restores: int = 3             # then the run stops with an error
+    log_every_seconds: float = 10.0
+
+
+@dataclass
 class Config:
     artifact_root: str = "./artifacts"
     input: Optional[str] = None       # raw images: folder, glob, s3:// or gs:// URI
@@ -41,6 +90,7 @@ class Config:
     output: Optional[str] = None
     force: bool = False               # redo work whose output already exists
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,0 +1,151 @@
+"""The trainer component's driver: checks inputs, writes run.json, launches Ray Train's TensorflowTrainer.
+
+Works as plain `python jobs/train.py` (starts a local Ray), under `ray job submit` and in a KubeRay
+RayJob (both set RAY_ADDRESS, so `ray.init()` joins that cluster).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import re
+
+from components import dataset, provenance, storage
+from components.config import Config
+
+log = logging.getLogger("trainer")
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+class TrainError(RuntimeError):
+    """The training run cannot start or did not finish; the message says why."""
+
+
+def run_uri(artifact_root: str, run_id: str) -> str:
+    return storage.join(artifact_root, "runs", run_id)
+
+
+def _check(cfg: Config) -> dict:
+    t = cfg.train
+    if not cfg.dataset_id:
+        raise TrainError("no dataset given: pass --dataset-id (the id jobs/preprocess.py printed)")
+    uri = dataset.dataset_uri(cfg.artifact_root, cfg.dataset_id)
+    info = dataset.load_info(uri)
+    if info["num_train"] < 1:
+        raise TrainError(f"dataset {cfg.dataset_id} has no training examples")
+    if cfg.run_id and not RUN_ID_RE.match(cfg.run_id):
+        raise TrainError(f"run id {cfg.run_id!r}: use letters, digits, '.', '_' or '-' (at most 128)")
+    if t.num_workers < 1 or t.cpus_per_worker < 1 or t.gpus_per_worker < 0:
+        raise TrainError("num_workers and cpus_per_worker must be >= 1, gpus_per_worker >= 0")
+    replicas = t.num_workers * max(1, t.gpus_per_worker)
+    if t.global_batch_size < 1 or t.global_batch_size % replicas:
+        raise TrainError(f"global_batch_size {t.global_batch_size} must be a positive multiple of the "
+                         f"{replicas} replicas ({t.num_workers} workers x {max(1, t.gpus_per_worker)} devices)")
+    if t.precision not in PRECISIONS:
+        raise TrainError(f"precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if t.content_loss not in ("vgg", "pixel"):
+        raise TrainError(f"content_loss {t.content_loss!r}: choose vgg or pixel")
+    for name in ("pretrain_steps", "gan_steps", "pretrain_epochs", "gan_epochs", "steps_per_epoch"):
+        value = getattr(t, name)
+        if value is not None and value < 0:
+            raise TrainError(f"{name} must be >= 0, got {value}")
+    if t.warm_start and not (storage.exists(t.warm_start) or storage.exists(storage.join(t.warm_start, "generator.keras"))):
+        raise TrainError(f"warm_start {t.warm_start}: no generator.keras there")
+    return info
+
+
+def run(cfg: Config) -> dict:
+    """Train; returns the final run.json. A run id that has checkpoints resumes from the latest one."""
+    info = _check(cfg)
+    t = cfg.train
+    run_id = cfg.run_id or f"{cfg.dataset_id}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
+    out = run_uri(cfg.artifact_root, run_id)
+    from components.trainer.loop import phase_lengths
+
+    steps_per_epoch = t.steps_per_epoch or max(1, info["num_train"] // t.global_batch_size)
+    pre, gan = phase_lengths(t, steps_per_epoch)
+    vgg_weights = None
+    if t.content_loss == "vgg" and gan > 0:
+        from components.trainer.losses import VggWeightsError, resolve_vgg_weights
+        try:  # before anything starts: a missing weights file is the user's to fix, not a worker crash
+            vgg_weights = resolve_vgg_weights(t.vgg_weights)
+        except VggWeightsError as exc:
+            raise TrainError(str(exc)) from None
+
+    import ray
+    import ray.train
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.tensorflow import TensorflowTrainer
+
+    from components.trainer.loop import train_loop_per_worker
+
+    run_json = storage.join(out, "run.json")
+    previous = storage.read_json(run_json) if storage.exists(run_json) else None
+    record = {
+        "run_id": run_id,
+        "dataset_id": cfg.dataset_id,
+        "dataset_uri": dataset.dataset_uri(cfg.artifact_root, cfg.dataset_id),
+        "config": dataclasses.asdict(t),
+        "schedule": {"steps_per_epoch": steps_per_epoch, "pretrain_steps": pre, "gan_steps": gan},
+        "vgg_features": ("imagenet" if vgg_weights == "imagenet" else "random (untrained)" if vgg_weights is None
+                         and t.content_loss == "vgg" else vgg_weights or "unused"),
+        "code_version": provenance.code_version(),
+        "package_versions": provenance.package_versions(),
+        "seeds": {"seed": t.seed},
+        "status": "running",
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "attempts": (previous or {}).get("attempts", 0) + 1,
+        "final_generator": None,
+    }
+    storage.write_json(run_json, record)
+    log.info("run %s -> %s (%d workers x %d CPU / %d GPU)", run_id, out, t.num_workers, t.cpus_per_worker,
+             t.gpus_per_worker)
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING,
+                 log_to_driver=True, include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None)
+    fs, path = storage.pyarrow_filesystem(storage.join(cfg.artifact_root, "runs"))
+    trainer = TensorflowTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": dataclasses.asdict(t), "dataset_uri": record["dataset_uri"], "run_uri": out,
+                           "vgg_weights_resolved": vgg_weights},
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
+                                     resources_per_worker={"CPU": t.cpus_per_worker,
+                                                           **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}),
+        run_config=RunConfig(name=run_id, storage_path=path, storage_filesystem=fs,
+                             failure_config=FailureConfig(max_failures=t.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                             worker_runtime_env={"env_vars": _forwarded_env()}),
+    )
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        record.update(status="failed", error=f"{type(exc).__name__}: {str(exc)[-2000:]}",
+                      finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        storage.write_json(run_json, record)
+        raise TrainError(f"run {run_id} failed: {_root_cause(exc)} (details in {run_json})") from None
+    final = storage.join(out, "generator.keras")
+    record.update(status="succeeded", final_generator=final if storage.exists(final) else None,
+                  final_metrics=dict(result.metrics or {}),
+                  latest_checkpoint=getattr(result.checkpoint, "path", None),
+                  finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    storage.write_json(run_json, record)
+    return record
+
+
+def _forwarded_env() -> dict:
+    """Storage settings the workers need (they may start with a different environment)."""
+    keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+            "AWS_SESSION_TOKEN", "SRGAN_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
+    return {k: os.environ[k] for k in keys if os.environ.get(k)}
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost error's one-line message (Ray wraps worker errors a few times)."""
+    while exc.__cause__ is not None and exc.__cause__ is not exc:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"

@@ -1,0 +1,125 @@
+"""The distributed training steps: `strategy.run` over per-replica batches, losses averaged over the
+global batch, gradients all-reduced by the optimizers, updates skipped when anything is non-finite.
+
+The skip decision is reduced across all replicas (and workers) first, so every replica takes the same
+branch: a replica that skipped while another applied would deadlock the next all-reduce.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from components.trainer import losses
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+def _all_finite(values) -> tf.Tensor:
+    checks = [tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32))) for v in values if v is not None]
+    return tf.reduce_all(tf.stack(checks))
+
+
+class SRGANSteps:
+    """Builds `pretrain_step(dist_batch)` and `gan_step(dist_batch)`; each returns (metrics, applied)."""
+
+    def __init__(self, strategy, generator, discriminator, g_opt, d_opt, vgg, *, global_batch_size: int,
+                 content_loss: str = "vgg", content_weight: float = 1.0, adversarial_weight: float = 1e-3,
+                 loss_scale: float = 1.0, jit: bool = False):
+        if content_loss not in ("vgg", "pixel"):
+            raise ValueError(f"content_loss must be 'vgg' or 'pixel', got {content_loss!r}")
+        if content_loss == "vgg" and vgg is None:
+            raise ValueError("content_loss='vgg' needs a VGG feature model")
+        self.strategy, self.G, self.D, self.g_opt, self.d_opt, self.vgg = (
+            strategy, generator, discriminator, g_opt, d_opt, vgg)
+        self.global_batch_size = global_batch_size
+        self.content_loss, self.content_weight, self.adversarial_weight = content_loss, content_weight, adversarial_weight
+        # float16 needs loss scaling; halved on every non-finite step. 1.0 (a no-op) otherwise.
+        self.loss_scale = tf.Variable(loss_scale, trainable=False, dtype=tf.float32, name="loss_scale")
+        self.dynamic_scale = loss_scale != 1.0
+        self.nonfinite_steps = tf.Variable(0, trainable=False, dtype=tf.int64, name="nonfinite_steps")
+        self._pretrain_replica = tf.function(self._pretrain_replica_fn, jit_compile=jit) if jit else self._pretrain_replica_fn
+        self._gan_replica = tf.function(self._gan_replica_fn, jit_compile=jit) if jit else self._gan_replica_fn
+        self.pretrain_step = tf.function(self._pretrain_step)
+        self.gan_step = tf.function(self._gan_step)
+
+    # ------------------------------------------------------------------ per replica
+
+    def _avg(self, per_example):
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch_size)
+
+    def _grads(self, tape, scaled_loss, variables):
+        """Gradients of a loss that was multiplied by loss_scale inside the tape, unscaled."""
+        return [g / self.loss_scale for g in tape.gradient(scaled_loss, variables)]
+
+    def _pretrain_replica_fn(self, lr, hr):
+        with tf.GradientTape() as tape:
+            sr = self.G(lr, training=True)
+            loss = self._avg(losses.pixel_mse(hr, sr))
+            scaled = loss * self.loss_scale
+        grads = self._grads(tape, scaled, self.G.trainable_variables)
+        bad = 1.0 - tf.cast(tf.logical_and(tf.math.is_finite(loss), _all_finite(grads)), tf.float32)
+        return grads, {"loss/g_pixel": loss}, bad
+
+    def _content(self, hr, sr):
+        if self.content_loss == "vgg":
+            return losses.vgg_mse(self.vgg, hr, sr)
+        return losses.pixel_mse(hr, sr)
+
+    def _gan_replica_fn(self, lr, hr):
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            sr = self.G(lr, training=True)
+            real = self.D(hr, training=True)
+            fake = self.D(sr, training=True)
+            content = self._content(hr, sr)
+            adv = losses.bce_logits(1.0, fake)
+            d_real, d_fake = losses.bce_logits(1.0, real), losses.bce_logits(0.0, fake)
+            g_loss = self._avg(self.content_weight * content + self.adversarial_weight * adv)
+            d_loss = self._avg(d_real + d_fake)
+            g_scaled, d_scaled = g_loss * self.loss_scale, d_loss * self.loss_scale
+        g_grads = self._grads(g_tape, g_scaled, self.G.trainable_variables)
+        d_grads = self._grads(d_tape, d_scaled, self.D.trainable_variables)
+        ok = tf.logical_and(tf.math.is_finite(g_loss + d_loss), _all_finite(g_grads + d_grads))
+        metrics = {
+            "loss/g_content": self._avg(content),
+            "loss/g_adv": self._avg(adv),
+            "loss/g_total": g_loss,
+            "loss/d_real": self._avg(d_real),
+            "loss/d_fake": self._avg(d_fake),
+            "d/accuracy_real": self._avg(tf.cast(tf.reshape(real, [-1]) > 0, tf.float32)),
+            "d/accuracy_fake": self._avg(tf.cast(tf.reshape(fake, [-1]) < 0, tf.float32)),
+        }
+        return (g_grads, d_grads), metrics, 1.0 - tf.cast(ok, tf.float32)
+
+    # ------------------------------------------------------------------ cross replica
+
+    def _finish(self, metrics, bad, apply_fn):
+        n_bad = self.strategy.reduce(SUM, bad, axis=None)
+        applied = tf.equal(n_bad, 0.0)
+
+        def skip():
+            self.nonfinite_steps.assign_add(1)
+            if self.dynamic_scale:
+                self.loss_scale.assign(self.loss_scale / 2.0)
+            return tf.constant(False)
+
+        def apply():
+            apply_fn()
+            return tf.constant(True)
+        # The cond runs in cross-replica context: optimizers' merge_call may not sit in a replica-side cond.
+        applied = tf.cond(applied, apply, skip)
+        return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in metrics.items()}, applied
+
+    def _pretrain_step(self, batch):
+        grads, metrics, bad = self.strategy.run(self._pretrain_replica, args=(batch["lr"], batch["hr"]))
+        variables = self.G.trainable_variables
+        return self._finish(metrics, bad, lambda: self.strategy.run(
+            lambda g: self.g_opt.apply_gradients(zip(g, variables)), args=(grads,)))
+
+    def _gan_step(self, batch):
+        (g_grads, d_grads), metrics, bad = self.strategy.run(self._gan_replica, args=(batch["lr"], batch["hr"]))
+        g_vars, d_vars = self.G.trainable_variables, self.D.trainable_variables
+
+        def apply_both(gg, dg):
+            self.g_opt.apply_gradients(zip(gg, g_vars))
+            self.d_opt.apply_gradients(zip(dg, d_vars))
+        return self._finish(metrics, bad, lambda: self.strategy.run(apply_both, args=(g_grads, d_grads)))

@@ -1,0 +1,32 @@
+"""Trainer component: <artifact-root>/datasets/<dataset-id> -> <artifact-root>/runs/<run-id>/ (Ray Train).
+
+    python jobs/train.py --dataset-id ds-... [--run-id NAME] [--num-workers 2] [--gpus-per-worker 1] ...
+    ray job submit -- python jobs/train.py --dataset-id ds-... --artifact-root s3://bucket/srgan
+
+The same --run-id again resumes from its latest checkpoint.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from components import cli, config  # noqa: E402
+
+KEYS = ["artifact_root", "dataset_id", "run_id"] + [f.name for f in dataclasses.fields(config.TrainConfig)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config.add_flags(parser, KEYS)
+    cfg = config.from_args(parser.parse_args(argv), KEYS)
+
+    from components import trainer
+    record = trainer.run(cfg)
+    print(f"run {record['run_id']}: {record['status']}; generator: {record['final_generator']}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))
