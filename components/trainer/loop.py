@@ -139,8 +139,6 @@ def train_loop_per_worker(config: dict) -> None:
         discriminator = models.build_discriminator(hr_size, cfg.discriminator_width, cfg.discriminator_depth,
                                                    cfg.discriminator_batchnorm, cfg.discriminator_dense)
         g_opt, d_opt = adam(cfg.pretrain_learning_rate), adam(cfg.d_learning_rate)
-        g_opt.build(generator.trainable_variables)
-        d_opt.build(discriminator.trainable_variables)
         vgg = None
         if cfg.content_loss == "vgg" and gan_steps > 0:
             vgg = losses.build_vgg_features(cfg.vgg_layer, config.get("vgg_weights_resolved"))
@@ -203,8 +201,8 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0:
         log.info("training: %d replicas (%d workers), global batch %d, %d steps/epoch, pretrain %d + gan %d steps, "
                  "from step %d", replicas, world, global_batch, steps_per_epoch, pre_steps, gan_steps, step)
-    window: dict = {}
-    window_start, window_steps, last_log = time.time(), 0, time.time()
+    window: dict = {}  # metric -> (sum, count) since the last progress line
+    last_log = time.time()
     run_start, run_start_step = time.time(), step
     metrics: dict = {}
     while step < total:
@@ -225,8 +223,8 @@ def train_loop_per_worker(config: dict) -> None:
             if bool(applied):
                 bad_in_row = 0
                 for k, v in metrics.items():
-                    window[k] = window.get(k, 0.0) + float(v)
-                window_steps += 1
+                    total_k, count_k = window.get(k, (0.0, 0))
+                    window[k] = (total_k + float(v), count_k + 1)
             else:
                 bad_in_row += 1
                 log.warning("rank %d: step %d had a non-finite loss or gradient: update skipped (%d in a row, %d in all)",
@@ -245,14 +243,14 @@ def train_loop_per_worker(config: dict) -> None:
             if rank == 0 and (now - last_log >= cfg.log_every_seconds or step == total):
                 rate = (step - run_start_step) * global_batch / max(now - run_start, 1e-9)
                 eta = (total - step) * global_batch / max(rate, 1e-9)
-                means = {k: v / max(window_steps, 1) for k, v in window.items()}
+                means = {k: total_k / count_k for k, (total_k, count_k) in window.items()}
                 outputs.scalars(step, {**means, "perf/images_per_second": rate})
                 log.info("step %d/%d %s epoch %d | %s | %.1f img/s | ETA %s", step, total, phase, step // steps_per_epoch,
                          " ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())), rate,
                          time.strftime("%H:%M:%S", time.gmtime(eta)))
                 outputs.append({"event": "train", "step": step, "phase": phase, **means, "images_per_second": rate,
                                 "time": now})
-                window, window_steps, last_log = {}, 0, now
+                window, last_log = {}, now
             epoch_end = step % steps_per_epoch == 0
             every_n = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
             if epoch_end or every_n or step == phase_end or stop_requested.is_set():
@@ -270,6 +268,7 @@ def train_loop_per_worker(config: dict) -> None:
                 if stop_requested.is_set():
                     raise SystemExit(f"stopped by SIGTERM at step {step} after checkpointing")
             if step == phase_end or step >= total:
+                window = {}  # the next phase logs other losses
                 break
 
     if rank == 0:

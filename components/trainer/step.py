@@ -1,8 +1,10 @@
 """The distributed training steps: `strategy.run` over per-replica batches, losses averaged over the
-global batch, gradients all-reduced by the optimizers, updates skipped when anything is non-finite.
+global batch, gradients of both models all-reduced in ONE collective, updates skipped when anything
+is non-finite.
 
-The skip decision is reduced across all replicas (and workers) first, so every replica takes the same
-branch: a replica that skipped while another applied would deadlock the next all-reduce.
+The optimizers apply the already-reduced gradients in cross-replica context, where Keras does no
+all-reduce of its own: collectives inside a cond, one per optimizer, ran in different orders on
+different replicas and failed (shape mismatch), and every replica must take the same branch anyway.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ class SRGANSteps:
             raise ValueError("content_loss='vgg' needs a VGG feature model")
         self.strategy, self.G, self.D, self.g_opt, self.d_opt, self.vgg = (
             strategy, generator, discriminator, g_opt, d_opt, vgg)
+        with strategy.scope():  # slots made lazily inside the step's cond would break with 2+ replicas
+            for opt, model in ((g_opt, generator), (d_opt, discriminator)):
+                if not opt.built:
+                    opt.build(model.trainable_variables)
         self.global_batch_size = global_batch_size
         self.content_loss, self.content_weight, self.adversarial_weight = content_loss, content_weight, adversarial_weight
         # float16 needs loss scaling; halved on every non-finite step. 1.0 (a no-op) otherwise.
@@ -51,12 +57,17 @@ class SRGANSteps:
         """Gradients of a loss that was multiplied by loss_scale inside the tape, unscaled."""
         return [g / self.loss_scale for g in tape.gradient(scaled_loss, variables)]
 
+    @staticmethod
+    def _all_reduce(grads):
+        """Sum over every replica of every worker: per-replica losses were already divided by the global batch."""
+        return tf.distribute.get_replica_context().all_reduce(SUM, grads)
+
     def _pretrain_replica_fn(self, lr, hr):
         with tf.GradientTape() as tape:
             sr = self.G(lr, training=True)
             loss = self._avg(losses.pixel_mse(hr, sr))
             scaled = loss * self.loss_scale
-        grads = self._grads(tape, scaled, self.G.trainable_variables)
+        grads = self._all_reduce(self._grads(tape, scaled, self.G.trainable_variables))
         bad = 1.0 - tf.cast(tf.logical_and(tf.math.is_finite(loss), _all_finite(grads)), tf.float32)
         return grads, {"loss/g_pixel": loss}, bad
 
@@ -76,8 +87,10 @@ class SRGANSteps:
             g_loss = self._avg(self.content_weight * content + self.adversarial_weight * adv)
             d_loss = self._avg(d_real + d_fake)
             g_scaled, d_scaled = g_loss * self.loss_scale, d_loss * self.loss_scale
-        g_grads = self._grads(g_tape, g_scaled, self.G.trainable_variables)
-        d_grads = self._grads(d_tape, d_scaled, self.D.trainable_variables)
+        n_g = len(self.G.trainable_variables)
+        reduced = self._all_reduce(self._grads(g_tape, g_scaled, self.G.trainable_variables)
+                                   + self._grads(d_tape, d_scaled, self.D.trainable_variables))
+        g_grads, d_grads = reduced[:n_g], reduced[n_g:]
         ok = tf.logical_and(tf.math.is_finite(g_loss + d_loss), _all_finite(g_grads + d_grads))
         metrics = {
             "loss/g_content": self._avg(content),
@@ -109,17 +122,19 @@ class SRGANSteps:
         applied = tf.cond(applied, apply, skip)
         return {k: self.strategy.reduce(SUM, v, axis=None) for k, v in metrics.items()}, applied
 
+    def _local(self, per_replica):
+        """The reduced gradients are identical on every replica: take this worker's first copy."""
+        return [self.strategy.experimental_local_results(g)[0] for g in per_replica]
+
     def _pretrain_step(self, batch):
         grads, metrics, bad = self.strategy.run(self._pretrain_replica, args=(batch["lr"], batch["hr"]))
-        variables = self.G.trainable_variables
-        return self._finish(metrics, bad, lambda: self.strategy.run(
-            lambda g: self.g_opt.apply_gradients(zip(g, variables)), args=(grads,)))
+        return self._finish(metrics, bad, lambda: self.g_opt.apply_gradients(
+            zip(self._local(grads), self.G.trainable_variables)))
 
     def _gan_step(self, batch):
         (g_grads, d_grads), metrics, bad = self.strategy.run(self._gan_replica, args=(batch["lr"], batch["hr"]))
-        g_vars, d_vars = self.G.trainable_variables, self.D.trainable_variables
 
-        def apply_both(gg, dg):
-            self.g_opt.apply_gradients(zip(gg, g_vars))
-            self.d_opt.apply_gradients(zip(dg, d_vars))
-        return self._finish(metrics, bad, lambda: self.strategy.run(apply_both, args=(g_grads, d_grads)))
+        def apply_both():
+            self.g_opt.apply_gradients(zip(self._local(g_grads), self.G.trainable_variables))
+            self.d_opt.apply_gradients(zip(self._local(d_grads), self.D.trainable_variables))
+        return self._finish(metrics, bad, apply_both)

@@ -1,0 +1,122 @@
+"""The distributed step without Ray: learning, both models updating, non-finite skips, global-batch averaging."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from components import models
+from components.trainer import losses
+from components.trainer.step import SRGANSteps
+
+# Two logical CPU devices, so MirroredStrategy has 2 replicas in one process.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+try:
+    tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+except RuntimeError:  # already initialised by an earlier test module in this process
+    pass
+DEVICES = [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def _batch(n=4, hr=32, seed=0):
+    from components import sample_data
+    photo = sample_data.photo("astronaut")
+    rng = np.random.default_rng(seed)
+    crops = []
+    for _ in range(n):
+        y, x = rng.integers(0, 512 - hr, size=2)
+        crops.append(photo[y:y + hr, x:x + hr])
+    hr_u8 = np.stack(crops)
+    from components.degradation import degrade
+    return {"hr": models.to_unit(hr_u8).numpy(), "lr": models.to_unit(degrade(hr_u8)).numpy()}
+
+
+_STRATEGIES = {}
+
+
+def _strategy(devices):
+    """One strategy per device set and process: two over the same devices reuse collective keys and clash."""
+    key = tuple(devices)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = tf.distribute.MirroredStrategy(devices)
+    return _STRATEGIES[key]
+
+
+def _setup(devices, content_loss="pixel", seed=0, global_batch=4):
+    keras.utils.set_random_seed(seed)
+    strategy = _strategy(devices)
+    with strategy.scope():
+        g = models.build_generator(8, 2)
+        d = models.build_discriminator(32, 8, 2, dense=16)
+        g_opt, d_opt = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3)
+        vgg = losses.build_vgg_features("block2_conv2", None) if content_loss == "vgg" else None
+    steps = SRGANSteps(strategy, g, d, g_opt, d_opt, vgg, global_batch_size=global_batch, content_loss=content_loss)
+    return strategy, steps
+
+
+def _dist(strategy, batch, repeat=1):
+    return strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat(repeat))
+
+
+def test_pretraining_reduces_pixel_mse():
+    strategy, steps = _setup(DEVICES[:1])
+    batch = _batch()
+    first = last = None
+    for b in _dist(strategy, batch, 40):
+        metrics, applied = steps.pretrain_step(b)
+        assert bool(applied)
+        loss = float(metrics["loss/g_pixel"])
+        assert np.isfinite(loss)
+        first = loss if first is None else first
+        last = loss
+    assert last < 0.5 * first, (first, last)
+
+
+@pytest.mark.parametrize("content_loss", ["vgg", "pixel"])
+def test_gan_step_updates_both_models_with_finite_losses(content_loss):
+    strategy, steps = _setup(DEVICES[:1], content_loss)
+    g0 = [v.numpy().copy() for v in steps.G.trainable_variables]
+    d0 = [v.numpy().copy() for v in steps.D.trainable_variables]
+    for b in _dist(strategy, _batch()):
+        metrics, applied = steps.gan_step(b)
+    assert bool(applied)
+    expected = {"loss/g_content", "loss/g_adv", "loss/g_total", "loss/d_real", "loss/d_fake",
+                "d/accuracy_real", "d/accuracy_fake"}
+    assert set(metrics) == expected
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    assert abs(float(metrics["loss/d_real"]) - np.log(2)) < 0.5  # an untrained D is near chance
+    assert all(not np.array_equal(a, b.numpy()) for a, b in zip(g0, steps.G.trainable_variables) if a.size > 1)
+    assert all(not np.array_equal(a, b.numpy()) for a, b in zip(d0, steps.D.trainable_variables) if a.size > 1)
+
+
+def test_non_finite_step_is_skipped_and_counted():
+    strategy, steps = _setup(DEVICES[:2])
+    batch = _batch()
+    batch["lr"][3, 0, 0, 0] = np.nan  # lands in the second replica only
+    g0 = [v.numpy().copy() for v in steps.G.trainable_variables]
+    opt_iters = int(steps.g_opt.iterations.numpy())
+    for b in _dist(strategy, batch):
+        _, applied = steps.gan_step(b)
+    assert not bool(applied)
+    assert int(steps.nonfinite_steps.numpy()) == 1
+    assert int(steps.g_opt.iterations.numpy()) == opt_iters  # the optimizer did not step either
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(g0, steps.G.trainable_variables))
+    for b in _dist(strategy, _batch()):  # and the next clean step trains again
+        _, applied = steps.gan_step(b)
+    assert bool(applied) and int(steps.nonfinite_steps.numpy()) == 1
+
+
+def test_two_replicas_match_one_with_the_same_global_batch():
+    """Per-replica losses averaged over the GLOBAL batch + all-reduce = the single-replica gradient."""
+    batch = _batch(n=4)
+    results = []
+    for devices in (DEVICES[:1], DEVICES[:2]):
+        strategy, steps = _setup(devices, "vgg", seed=7)
+        for b in _dist(strategy, batch, 3):
+            steps.pretrain_step(b)
+        for b in _dist(strategy, batch, 3):
+            steps.gan_step(b)
+        results.append([v.numpy() for v in steps.G.trainable_variables + steps.D.trainable_variables])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
