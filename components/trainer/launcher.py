@@ -104,9 +104,14 @@ def run(cfg: Config) -> dict:
     log.info("run %s -> %s (%d workers x %d CPU / %d GPU)", run_id, out, t.num_workers, t.cpus_per_worker,
              t.gpus_per_worker)
 
+    started_ray = False
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING,
-                 log_to_driver=True, include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None)
+        address = os.environ.get("RAY_ADDRESS")  # set by `ray job submit` and KubeRay: join that cluster
+        if not address:
+            os.environ.pop("RAY_ADDRESS", None)  # Ray itself rejects an empty one
+        local = {} if address else {"include_dashboard": False, "_temp_dir": os.environ.get("SRGAN_RAY_TEMP_DIR")}
+        ray.init(address=address, logging_level=logging.WARNING, **local)
+        started_ray = True
     fs, path = storage.pyarrow_filesystem(storage.join(cfg.artifact_root, "runs"))
     trainer = TensorflowTrainer(
         train_loop_per_worker,
@@ -122,11 +127,14 @@ def run(cfg: Config) -> dict:
     )
     try:
         result = trainer.fit()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - recorded in run.json, then one clear line for the user
         record.update(status="failed", error=f"{type(exc).__name__}: {str(exc)[-2000:]}",
                       finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         storage.write_json(run_json, record)
         raise TrainError(f"run {run_id} failed: {_root_cause(exc)} (details in {run_json})") from None
+    finally:
+        if started_ray:
+            ray.shutdown()
     final = storage.join(out, "generator.keras")
     record.update(status="succeeded", final_generator=final if storage.exists(final) else None,
                   final_metrics=dict(result.metrics or {}),

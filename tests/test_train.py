@@ -1,0 +1,221 @@
+"""The trainer on a real local Ray cluster (Ray Train V2): 1 vs 2 workers, stop/restart, a killed worker,
+checkpoints on S3, and clear errors. Each run starts its own Ray with its own temp dir and stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from components import config, dataset, examples, sample_data, storage
+from tests.conftest import REPO
+
+TINY = ["--generator-width", "8", "--generator-blocks", "2", "--discriminator-width", "8",
+        "--discriminator-dense", "16", "--vgg-weights", "none", "--vgg-layer", "block2_conv2",
+        "--global-batch-size", "4", "--log-every-seconds", "2", "--cpus-per-worker", "1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """The built-in sample (tiles of scikit-image photos), preprocessed once."""
+    root = str(tmp_path_factory.mktemp("train-root"))
+    cfg = config.Config(artifact_root=root, input=sample_data.write_sample_images())
+    cfg.preprocess.eval_count = 8
+    info = examples.run(cfg, [])
+    return root, info["dataset_id"]
+
+
+def _env(tmp_path):
+    ray_tmp = os.path.join("/tmp", f"ray-t{os.getpid()}-{abs(hash(str(tmp_path))) % 10**6}")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # always a fresh local cluster
+    return {**env, "TF_CPP_MIN_LOG_LEVEL": "2", "SRGAN_RAY_TEMP_DIR": ray_tmp}, ray_tmp
+
+
+def _kill_ray(ray_tmp: str) -> None:
+    """Stop every process of the Ray cluster that used `ray_tmp` (by pid, found in its command line)."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if ray_tmp in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def train(root, dataset_id, run_id, *extra, tmp_path, timeout=600, background=False):
+    env, ray_tmp = _env(tmp_path)
+    cmd = [sys.executable, os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root,
+           "--dataset-id", dataset_id, "--run-id", run_id, *TINY, *extra]
+    log = open(os.path.join(str(tmp_path), f"{run_id}-{time.time():.0f}.log"), "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    if background:
+        return proc, ray_tmp, log.name
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_ray(ray_tmp)
+    out = open(log.name).read()
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def history(root, run_id):
+    return [json.loads(line) for line in storage.read_text(storage.join(root, "runs", run_id, "history.jsonl")).splitlines()]
+
+
+def generator_weights(root, run_id):
+    import keras
+
+    from components import models  # noqa: F401  (custom layers)
+    model = keras.saving.load_model(storage.stage_in(storage.join(root, "runs", run_id, "generator.keras")),
+                                    compile=False)
+    return model.get_weights()
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _checkpoints(root, run_id):
+    d = os.path.join(root, "runs", run_id)
+    return sorted(n for n in os.listdir(d) if n.startswith("checkpoint_")) if os.path.isdir(d) else []
+
+
+def test_two_workers_match_one_worker(tiny_dataset, tmp_path):
+    """Same global batch, fixed order, no augmentation: 2 workers (MultiWorkerMirroredStrategy) and
+    1 worker end with the same weights, so the all-reduce and the global-batch averaging are right."""
+    root, ds_id = tiny_dataset
+    common = ["--pretrain-steps", "3", "--gan-steps", "3", "--steps-per-epoch", "3", "--shuffle-buffer", "0",
+              "--no-augment", "--content-loss", "vgg"]
+    train(root, ds_id, "one-worker", "--num-workers", "1", *common, tmp_path=tmp_path)
+    train(root, ds_id, "two-workers", "--num-workers", "2", *common, tmp_path=tmp_path)
+    one, two = generator_weights(root, "one-worker"), generator_weights(root, "two-workers")
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # Not vacuous: the GAN steps moved the generator away from the end of pre-training (step 3).
+    with np.load(os.path.join(root, "runs", "one-worker", "checkpoint_00000003", "state.npz")) as z:
+        at_step3 = [z[f"generator/{i}"] for i in range(len(one))]
+    assert any(np.abs(a - b).max() > 1e-4 for a, b in zip(one, at_step3))
+    run = storage.read_json(storage.join(root, "runs", "two-workers", "run.json"))
+    assert run["status"] == "succeeded" and run["final_metrics"]["world_size"] == 2
+    assert run["final_metrics"]["step"] == 6 and run["final_metrics"]["phase"] == "gan"
+    rows = history(root, "one-worker")
+    evals = [r for r in rows if r["event"] == "eval"]
+    assert evals and all(np.isfinite(r["psnr_fixed_batch"]) for r in evals)
+    assert os.path.isfile(os.path.join(root, "runs", "one-worker", "samples", "step-00000006.png"))
+    assert [n for n in os.listdir(os.path.join(root, "runs", "one-worker", "logs")) if "tfevents" in n]
+
+
+def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path):
+    root, ds_id = tiny_dataset
+    args = ["--pretrain-steps", "60", "--gan-steps", "0", "--steps-per-epoch", "20", "--checkpoint-every-steps", "5",
+            "--content-loss", "pixel"]
+    proc, ray_tmp, log = train(root, ds_id, "stopped", *args, tmp_path=tmp_path, background=True)
+    try:
+        _wait_for(lambda: len(_checkpoints(root, "stopped")) >= 2, 300, "two checkpoints")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole driver process group, mid-run
+        proc.wait()
+        _kill_ray(ray_tmp)
+    stopped_at = max(int(n.split("_")[1]) for n in _checkpoints(root, "stopped"))
+    assert 0 < stopped_at < 60
+    train(root, ds_id, "stopped", *args, tmp_path=tmp_path)
+    rows = history(root, "stopped")
+    resumes = [r for r in rows if r["event"] == "resume"]
+    assert len(resumes) == 1 and resumes[0]["step"] >= stopped_at  # continued, did not start over
+    assert rows[-1]["event"] == "done" and rows[-1]["step"] == 60
+    run = storage.read_json(storage.join(root, "runs", "stopped", "run.json"))
+    assert run["attempts"] == 2 and run["status"] == "succeeded"
+    assert len(_checkpoints(root, "stopped")) <= 3  # keep_checkpoints
+
+
+def test_killed_worker_is_restarted_and_resumes(tiny_dataset, tmp_path):
+    root, ds_id = tiny_dataset
+    args = ["--num-workers", "2", "--pretrain-steps", "40", "--gan-steps", "4", "--steps-per-epoch", "8",
+            "--checkpoint-every-steps", "4", "--content-loss", "pixel", "--max-failures", "2"]
+    proc, ray_tmp, log = train(root, ds_id, "killed", *args, tmp_path=tmp_path, background=True)
+    try:
+        _wait_for(lambda: len(_checkpoints(root, "killed")) >= 1, 300, "a first checkpoint")
+        killed_after = max(int(n.split("_")[1]) for n in _checkpoints(root, "killed"))
+        workers = [int(p) for p in os.listdir("/proc") if p.isdigit() and _is_train_worker(int(p), ray_tmp)]
+        assert len(workers) == 2, workers
+        os.kill(workers[-1], signal.SIGKILL)
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _kill_ray(ray_tmp)
+    out = open(log).read()
+    assert proc.returncode == 0, out[-4000:]
+    rows = history(root, "killed")
+    resumes = [r for r in rows if r["event"] == "resume"]
+    assert resumes, "the worker group was not restarted from a checkpoint"
+    assert resumes[0]["step"] >= killed_after >= resumes[0]["step"] - 8  # lost at most one epoch
+    assert rows[-1]["event"] == "done" and rows[-1]["step"] == 44
+    assert all(np.isfinite(w).all() for w in generator_weights(root, "killed"))
+
+
+def _is_train_worker(pid: int, ray_tmp: str) -> bool:
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+        env = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+    except OSError:
+        return False
+    return "RayTrainWorker" in cmd and ray_tmp in env + cmd
+
+
+def test_checkpoints_on_s3_and_resume_from_there(tiny_dataset, s3_server, tmp_path):
+    root, ds_id = tiny_dataset
+    bucket = s3_server.make_bucket("train")
+    s3_root = bucket + "/srgan"
+    s3_server.client().put(os.path.join(root, "datasets", ds_id), f"train/srgan/datasets/{ds_id}", recursive=True)
+    args = ["--steps-per-epoch", "2", "--gan-steps", "0", "--content-loss", "pixel"]
+    train(s3_root, ds_id, "on-s3", "--pretrain-steps", "2", *args, tmp_path=tmp_path)
+    fs = s3_server.client()
+    assert fs.exists("train/srgan/runs/on-s3/checkpoint_00000002/state.npz")
+    assert fs.exists("train/srgan/runs/on-s3/history.jsonl") and fs.exists("train/srgan/runs/on-s3/generator.keras")
+    # The same run id, extended: it resumes from the checkpoint on S3.
+    train(s3_root, ds_id, "on-s3", "--pretrain-steps", "4", *args, tmp_path=tmp_path)
+    rows = history(s3_root, "on-s3")
+    assert [r["step"] for r in rows if r["event"] == "resume"] == [2]
+    assert rows[-1]["event"] == "done" and rows[-1]["step"] == 4
+    assert fs.exists("train/srgan/runs/on-s3/checkpoint_00000004/state.json")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset-id", "ds-0000000000000000"], "no committed dataset there"),
+    (["--dataset-id", "not-an-id"], "is not a dataset id"),
+    (["--num-workers", "2", "--global-batch-size", "3"], "must be a positive multiple of the 2 replicas"),
+    (["--precision", "fp8"], "precision 'fp8'"),
+    (["--vgg-weights", "/nonexistent/vgg19.h5", "--gan-steps", "1"], "vgg_weights=/nonexistent/vgg19.h5"),
+    (["--gan-steps", "two"], "invalid int value"),
+    (["--run-id", "a/b"], "run id 'a/b'"),
+])
+def test_bad_flags_give_one_clear_error(tiny_dataset, args, message):
+    root, ds_id = tiny_dataset
+    base = ["--artifact-root", root, "--dataset-id", ds_id, "--pretrain-steps", "1", "--gan-steps", "0"]
+    out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "train.py"), *base, *args],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert not os.path.exists(os.path.join(root, "runs", "a"))
