@@ -2,7 +2,10 @@
 
 Phases share one global step counter: steps [0, P) pre-train the generator on pixel MSE (SRResNet),
 steps [P, P+G) train generator and discriminator (SRGAN). Checkpoints at every epoch end, every
-`checkpoint_every_steps`, at each phase end, and when SIGTERM asks the worker to stop.
+`checkpoint_every_steps`, at each phase end, and once when Ray Train reports that a node of the run is
+being preempted (a spot reclaim, a drained Kubernetes node: what SIGTERM means for a pod). Ray Train V2
+runs this function in a thread, where no signal handler can be installed, so preemption arrives through
+`ray.train.get_preemption_info()` instead.
 """
 
 from __future__ import annotations
@@ -11,9 +14,7 @@ import io
 import json
 import logging
 import os
-import signal
 import tempfile
-import threading
 import time
 from dataclasses import fields
 
@@ -111,7 +112,8 @@ def train_loop_per_worker(config: dict) -> None:
     from components.trainer import checkpoint, input_fn, losses
     from components.trainer.step import SRGANSteps
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    from components import cli
+    cli.setup_logging()  # the worker's own process: our INFO lines, not absl's/TF's
     cfg = TrainConfig(**{f.name: config["train"][f.name] for f in fields(TrainConfig)})
     dataset_uri, run_uri = config["dataset_uri"], config["run_uri"]
     ctx = ray.train.get_context()
@@ -169,11 +171,7 @@ def train_loop_per_worker(config: dict) -> None:
         models.to_uint8(tf.image.resize(fixed["lr"], [hr_size, hr_size], method="bicubic")),
         models.to_uint8(fixed["hr"]), max_val=255)))
 
-    stop_requested = threading.Event()
-    try:  # preemption: finish the step, checkpoint, exit; Ray Train's FailureConfig restarts and resumes
-        signal.signal(signal.SIGTERM, lambda *_: stop_requested.set())
-    except ValueError:
-        log.debug("SIGTERM handler not installed (not the main thread)")
+    preemption_saved = False
 
     last_good = checkpoint.snapshot(trackables)
     last_good_step, bad_in_row = step, 0
@@ -220,6 +218,8 @@ def train_loop_per_worker(config: dict) -> None:
         for batch in strategy.distribute_datasets_from_function(dataset_fn):
             metrics, applied = train_step(batch)
             step += 1
+            if step == run_start_step + 1:  # the rate excludes the first step (tracing, warm-up)
+                run_start = time.time()
             if bool(applied):
                 bad_in_row = 0
                 for k, v in metrics.items():
@@ -241,7 +241,7 @@ def train_loop_per_worker(config: dict) -> None:
                     bad_in_row = 0
             now = time.time()
             if rank == 0 and (now - last_log >= cfg.log_every_seconds or step == total):
-                rate = (step - run_start_step) * global_batch / max(now - run_start, 1e-9)
+                rate = (step - run_start_step - 1) * global_batch / max(now - run_start, 1e-9)
                 eta = (total - step) * global_batch / max(rate, 1e-9)
                 means = {k: total_k / count_k for k, (total_k, count_k) in window.items()}
                 outputs.scalars(step, {**means, "perf/images_per_second": rate})
@@ -253,9 +253,14 @@ def train_loop_per_worker(config: dict) -> None:
                 window, last_log = {}, now
             epoch_end = step % steps_per_epoch == 0
             every_n = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
-            if epoch_end or every_n or step == phase_end or stop_requested.is_set():
-                reason = ("stop" if stop_requested.is_set() else "phase_end" if step == phase_end
-                          else "epoch_end" if epoch_end else "every_n_steps")
+            # A barrier across workers, like the step's all-reduce: every worker asks at every step.
+            preempted = not preemption_saved and ray.train.get_preemption_info() is not None
+            if preempted:
+                log.warning("rank %d: a node of this run is being preempted: checkpointing at step %d", rank, step)
+            if epoch_end or every_n or step == phase_end or preempted:
+                preemption_saved = preemption_saved or preempted
+                reason = ("phase_end" if step == phase_end else "epoch_end" if epoch_end
+                          else "every_n_steps" if every_n else "preemption")
                 if rank == 0 and (epoch_end or step == phase_end):
                     sr = generator(fixed["lr"], training=False)
                     psnr = float(tf.reduce_mean(tf.image.psnr(models.to_uint8(sr), models.to_uint8(fixed["hr"]),
@@ -265,8 +270,6 @@ def train_loop_per_worker(config: dict) -> None:
                                     "psnr_bicubic_fixed_batch": bicubic_psnr, "time": time.time()})
                     outputs.sample(step, _grid_png(fixed["lr"][:4], sr[:4], fixed["hr"][:4]))
                 report(reason, metrics, final=step == total)
-                if stop_requested.is_set():
-                    raise SystemExit(f"stopped by SIGTERM at step {step} after checkpointing")
             if step == phase_end or step >= total:
                 window = {}  # the next phase logs other losses
                 break

@@ -1,0 +1,174 @@
+"""Training speed, all measured in one run on one machine. Prints one JSON object.
+
+    python bench/train_step.py [--steps 6] [--ray-steps 8] [--skip-ray]
+
+1. "The reference tutorial's step" (DESIGN.md): batch 16, float32, eager GradientTape, no tf.function,
+   VGG19 called separately on real and generated images, reference model sizes, two Adams, 1:1.
+2. This trainer's distributed GAN step (components/trainer/step.py) in one worker, same models and
+   batch: float32, and mixed_bfloat16. Ratio to (1): `speedup_vs_eager_baseline`.
+3. The input path alone (read, parse, decode, augment, batch 16) in images/s.
+4. 1 vs 2 Ray Train workers on this host (the real launcher, reference sizes, GAN phase).
+
+VGG weights are random here (no ImageNet weights offline): the FLOPs are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+BATCH = 16
+
+
+def _batch(seed=0):
+    from components import models, sample_data
+    from components.degradation import degrade
+
+    photo = sample_data.photo("astronaut")
+    rng = np.random.default_rng(seed)
+    crops = np.stack([photo[y:y + 128, x:x + 128] for y, x in rng.integers(0, 512 - 128, size=(BATCH, 2))])
+    return {"hr": models.to_unit(crops).numpy(), "lr": models.to_unit(degrade(crops)).numpy()}
+
+
+def reference_eager_step_rate(batch, steps: int) -> float:
+    """The baseline exactly as DESIGN.md defines it."""
+    import keras
+    import tensorflow as tf
+
+    from components import models
+    from components.trainer import losses
+
+    keras.mixed_precision.set_global_policy("float32")
+    g, d = models.build_generator(), models.build_discriminator()
+    vgg = losses.build_vgg_features("block5_conv4", None)
+    g_opt, d_opt = keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4)
+    bce = keras.losses.BinaryCrossentropy(from_logits=True)
+    lr, hr = tf.constant(batch["lr"]), tf.constant(batch["hr"])
+
+    def step():
+        with tf.GradientTape() as gt, tf.GradientTape() as dt:
+            sr = g(lr, training=True)
+            real, fake = d(hr, training=True), d(sr, training=True)
+            content = tf.reduce_mean(tf.square(vgg(losses.vgg_input(hr)) - vgg(losses.vgg_input(sr))))
+            g_loss = content + 1e-3 * bce(tf.ones_like(fake), fake)
+            d_loss = bce(tf.ones_like(real), real) + bce(tf.zeros_like(fake), fake)
+        g_opt.apply_gradients(zip(gt.gradient(g_loss, g.trainable_variables), g.trainable_variables))
+        d_opt.apply_gradients(zip(dt.gradient(d_loss, d.trainable_variables), d.trainable_variables))
+    step()  # warm-up: variable creation, kernel selection
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * BATCH / (time.perf_counter() - t)
+
+
+def trainer_step_rate(batch, steps: int, precision: str) -> float:
+    import keras
+    import tensorflow as tf
+
+    from components import models
+    from components.trainer import losses
+    from components.trainer.step import SRGANSteps
+
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+        with strategy.scope():
+            g, d = models.build_generator(), models.build_discriminator()
+            vgg = losses.build_vgg_features("block5_conv4", None)
+            g_opt, d_opt = keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4)
+        s = SRGANSteps(strategy, g, d, g_opt, d_opt, vgg, global_batch_size=BATCH, content_loss="vgg")
+        data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat(steps + 1))
+        it = iter(data)
+        _, applied = s.gan_step(next(it))  # warm-up: tracing
+        float(applied)
+        t = time.perf_counter()
+        for b in it:
+            _, applied = s.gan_step(b)
+        bool(applied)
+        return steps * BATCH / (time.perf_counter() - t)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def input_rate(dataset_uri: str, batches: int) -> float:
+    from components.trainer import input_fn
+
+    ds = input_fn.make_dataset(dataset_uri, batch_size=BATCH, epoch=0, seed=0, steps=batches + 5)
+    it = iter(ds)
+    for _ in range(5):
+        next(it)
+    t = time.perf_counter()
+    n = sum(1 for _ in it)
+    return n * BATCH / (time.perf_counter() - t)
+
+
+def ray_rates(root: str, dataset_id: str, steps: int) -> dict:
+    """The real launcher with 1 and then 2 workers; img/s from the runs' own progress records."""
+    from components import config, storage, trainer
+
+    out = {}
+    for workers in (1, 2):
+        cfg = config.Config(artifact_root=root, dataset_id=dataset_id, run_id=f"bench-{workers}w")
+        t = cfg.train
+        t.num_workers, t.cpus_per_worker, t.global_batch_size = workers, 2 // workers, BATCH
+        t.pretrain_steps, t.gan_steps, t.steps_per_epoch = 0, steps, steps
+        t.vgg_weights, t.log_every_seconds, t.augment = "none", 1e9, True  # one progress row, at the end
+        start = time.perf_counter()
+        trainer.run(cfg)
+        wall = time.perf_counter() - start
+        rows = [json.loads(x) for x in storage.read_text(storage.join(root, "runs", cfg.run_id, "history.jsonl")).splitlines()]
+        rate = [r["images_per_second"] for r in rows if r["event"] == "train"][-1]
+        out[f"{workers}_workers"] = {"images_per_s": round(rate, 2), "wall_seconds_incl_startup": round(wall, 1)}
+    out["two_vs_one"] = round(out["2_workers"]["images_per_s"] / out["1_workers"]["images_per_s"], 3)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per step variant")
+    parser.add_argument("--ray-steps", type=int, default=8)
+    parser.add_argument("--skip-ray", action="store_true")
+    args = parser.parse_args()
+    from components import cli, config, examples, sample_data
+    from components.dataset import dataset_uri
+    cli.setup_logging()
+
+    work = tempfile.mkdtemp(prefix="bench-train-")
+    try:
+        batch = _batch()
+        eager = reference_eager_step_rate(batch, args.steps)
+        f32 = trainer_step_rate(batch, args.steps, "float32")
+        bf16 = trainer_step_rate(batch, args.steps, "mixed_bfloat16")
+        cfg = config.Config(artifact_root=work, input=sample_data.write_sample_images())
+        info = examples.run(cfg, [])
+        result = {
+            "bench": "train_step", "batch": BATCH, "model": "reference sizes (G 64x16 blocks, D 8 convs, dense 1024)",
+            "vgg": "block5_conv4, random weights (same FLOPs as ImageNet weights)",
+            "cpus": os.cpu_count(),
+            "reference_eager_step": {"images_per_s": round(eager, 2)},
+            "trainer_step_float32": {"images_per_s": round(f32, 2), "speedup_vs_eager_baseline": round(f32 / eager, 2)},
+            "trainer_step_mixed_bfloat16": {"images_per_s": round(bf16, 2),
+                                            "speedup_vs_eager_baseline": round(bf16 / eager, 2)},
+            "speedup_vs_eager_baseline": round(max(f32, bf16) / eager, 2),
+            "input_path": {"images_per_s": round(input_rate(dataset_uri(work, info["dataset_id"]), 40), 1)},
+        }
+        result["input_path"]["vs_fastest_step"] = round(result["input_path"]["images_per_s"] / max(f32, bf16), 1)
+        if not args.skip_ray:
+            result["ray"] = ray_rates(work, info["dataset_id"], args.ray_steps)
+        print(json.dumps(result, indent=2))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
