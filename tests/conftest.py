@@ -28,6 +28,39 @@ def shared_data(*parts: str) -> str:
     return path
 
 
+def kill_processes_of(marker: str) -> int:
+    """SIGKILL every process whose command line or environment names `marker`, and all their
+    descendants (Ray's forkservers do not name it). Returns how many were signalled."""
+    parents, roots = {}, set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                parents[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if marker.encode() in cmd or marker.encode() in env:
+            roots.add(int(pid))
+    doomed, frontier = set(roots), set(roots)
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier and pid not in doomed}
+        doomed |= frontier
+    doomed.discard(os.getpid())
+    for pid in doomed:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(doomed)
+
+
+def free_port() -> int:
+    return _free_port()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from components import config, dataset, examples, sample_data, storage
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, kill_processes_of
 
 TINY = ["--generator-width", "8", "--generator-blocks", "2", "--discriminator-width", "8",
         "--discriminator-dense", "16", "--vgg-weights", "none", "--vgg-layer", "block2_conv2",
@@ -39,19 +39,8 @@ def _env(tmp_path):
 
 
 def _kill_ray(ray_tmp: str) -> None:
-    """Stop every process of the Ray cluster that used `ray_tmp` (by pid, found in its command line)."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-        except OSError:
-            continue
-        if ray_tmp in cmd:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    """Stop every process of the Ray cluster that used `ray_tmp`, by pid."""
+    kill_processes_of(ray_tmp)
 
 
 def train(root, dataset_id, run_id, *extra, tmp_path, timeout=600, background=False):
@@ -235,3 +224,39 @@ def test_bad_flags_give_one_clear_error(tiny_dataset, args, message):
     assert message in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     assert not os.path.exists(os.path.join(root, "runs", "a"))
+
+
+def test_ray_job_submit_to_a_running_cluster(tiny_dataset, tmp_path):
+    """`ray start --head` then `ray job submit -- python jobs/train.py ...`: the job joins that cluster."""
+    root, ds_id = tiny_dataset
+    ray_tmp = f"/tmp/ray-js{os.getpid()}"
+    bin_dir = os.path.dirname(sys.executable)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(PATH=bin_dir + os.pathsep + env.get("PATH", ""), RAY_AUTH_MODE="token", TF_CPP_MIN_LOG_LEVEL="2")
+    dash = free_port()
+    try:
+        subprocess.run([os.path.join(bin_dir, "ray"), "start", "--head", "--temp-dir", ray_tmp, "--num-cpus", "2",
+                        "--port", str(free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
+                        "--include-dashboard", "true", "--disable-usage-stats",
+                        *[arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                           "--metrics-export-port", "--runtime-env-agent-port",
+                                           "--node-manager-port", "--object-manager-port",
+                                           "--ray-client-server-port") for arg in (flag, str(free_port()))]],
+                       check=True, capture_output=True, env=env, timeout=120)
+        deadline = time.time() + 120
+        while True:  # the head's job agent comes up a little after `ray start` returns
+            out = subprocess.run(
+                [os.path.join(bin_dir, "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
+                 "python", os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root, "--dataset-id", ds_id,
+                 "--run-id", "submitted", *TINY, "--pretrain-steps", "2", "--gan-steps", "0",
+                 "--content-loss", "pixel"],
+                capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+            if "No available agent" not in out.stderr + out.stdout or time.time() > deadline:
+                break
+            time.sleep(3)
+    finally:
+        kill_processes_of(ray_tmp)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "run submitted: succeeded" in out.stdout
+    run = storage.read_json(storage.join(root, "runs", "submitted", "run.json"))
+    assert run["status"] == "succeeded" and run["final_metrics"]["step"] == 2

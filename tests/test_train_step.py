@@ -120,3 +120,65 @@ def test_two_replicas_match_one_with_the_same_global_batch():
         results.append([v.numpy() for v in steps.G.trainable_variables + steps.D.trainable_variables])
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_steps_are_finite_and_learn(precision):
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        strategy = _strategy(DEVICES[:1])
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            g, d = models.build_generator(8, 2), models.build_discriminator(32, 8, 2, dense=16)
+            g_opt, d_opt = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3)
+        steps = SRGANSteps(strategy, g, d, g_opt, d_opt, None, global_batch_size=4, content_loss="pixel",
+                           loss_scale=2.0 ** 15 if precision == "mixed_float16" else 1.0)
+        assert g.get_layer("head_conv").compute_dtype == precision.split("_")[1]
+        assert g.output.dtype == "float32"  # losses are computed in float32
+        losses_seen = []
+        for b in _dist(strategy, _batch(), 25):
+            metrics, applied = steps.pretrain_step(b)
+            losses_seen.append(float(metrics["loss/g_pixel"]))
+        assert all(np.isfinite(losses_seen)) and losses_seen[-1] < losses_seen[0]
+        for b in _dist(strategy, _batch()):
+            metrics, applied = steps.gan_step(b)
+        assert all(np.isfinite(float(v)) for v in metrics.values())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_warm_start_loads_generator_weights(tmp_path):
+    from components.trainer import checkpoint
+
+    source = models.build_generator(8, 2)
+    path = str(tmp_path / "generator.keras")
+    source.save(path)
+    target = models.build_generator(8, 2)
+    assert checkpoint.load_generator_weights(str(tmp_path), target) == path  # a folder holding one
+    for a, b in zip(source.get_weights(), target.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(checkpoint.CheckpointMismatch, match="do not fit"):
+        checkpoint.load_generator_weights(path, models.build_generator(16, 2))
+    with pytest.raises(FileNotFoundError, match="no generator.keras"):
+        checkpoint.load_generator_weights(str(tmp_path / "nowhere"), target)
+
+
+def test_checkpoint_state_roundtrip(tmp_path):
+    from components.trainer import checkpoint
+
+    strategy, steps = _setup(DEVICES[:1])
+    for b in _dist(strategy, _batch(), 2):
+        steps.gan_step(b)
+    trackables = {"generator": steps.G, "discriminator": steps.D, "g_optimizer": steps.g_opt,
+                  "d_optimizer": steps.d_opt, "counters": [steps.nonfinite_steps]}
+    saved = checkpoint.snapshot(trackables)
+    checkpoint.save(str(tmp_path), saved, {"step": 2})
+    for b in _dist(strategy, _batch(seed=1), 2):
+        steps.gan_step(b)  # move away
+    arrays, meta = checkpoint.load(str(tmp_path))
+    checkpoint.assign(trackables, arrays)
+    assert meta == {"step": 2}
+    now = checkpoint.snapshot(trackables)
+    assert now.keys() == saved.keys() and int(steps.g_opt.iterations.numpy()) == 2
+    for k in saved:
+        np.testing.assert_array_equal(now[k], saved[k], err_msg=k)
