@@ -217,10 +217,24 @@ def content_md5(uri: str) -> str:
 
 # ----------------------------------------------------------------------------- writes
 
-def makedirs(uri: str) -> None:
-    scheme, fs, path = _fs_path(uri)
-    if scheme == "local":  # object stores have no folders
-        os.makedirs(path, exist_ok=True)
+def _replace_local(path: str, fill) -> None:
+    """Write a local file beside its destination with fill(tmp_path), then rename: readers see old or new."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        fill(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _write_synced(tmp: str, data: bytes) -> None:
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_bytes(uri: str, data: bytes) -> None:
@@ -228,13 +242,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     scheme, fs, path = _fs_path(uri)
     with _wrap(uri, "write"):
         if scheme == "local":
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            _replace_local(path, lambda tmp: _write_synced(tmp, data))
         else:
             fs.pipe_file(path, data)
 
@@ -281,10 +289,7 @@ def upload_file(local_file: str, uri: str) -> None:
     scheme, fs, path = _fs_path(uri)
     with _wrap(uri, "upload"):
         if scheme == "local":
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-            shutil.copyfile(local_file, tmp)
-            os.replace(tmp, path)
+            _replace_local(path, lambda tmp: shutil.copyfile(local_file, tmp))
         else:
             fs.put_file(local_file, path)
 
