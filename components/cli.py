@@ -28,7 +28,8 @@ def setup_logging() -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     # Beam and TF are chatty at INFO; our own loggers keep the level asked for.
-    for noisy in ("apache_beam", "tensorflow", "absl", "root"):
+    logging.getLogger().setLevel(level)  # basicConfig does nothing when a library configured logging first
+    for noisy in ("apache_beam", "tensorflow", "absl"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger(noisy).level))
     # tf.Transform warns on every run that instance dicts are slower than Arrow batches; measured here
     # (bench/preprocess.py) the job is not the bottleneck, so the advice is noise.

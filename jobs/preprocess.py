@@ -17,9 +17,14 @@ KEYS = ["artifact_root", "input", "force", "crop_size", "scale", "resize_short_s
         "eval_count", "num_shards", "image_extensions"]
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     config.add_flags(parser, KEYS)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
     bad = [a for a in beam_args if not a.startswith("--")]
     if bad:

@@ -18,9 +18,14 @@ from components import cli, config  # noqa: E402
 KEYS = ["artifact_root", "dataset_id", "run_id"] + [f.name for f in dataclasses.fields(config.TrainConfig)]
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     config.add_flags(parser, KEYS)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     cfg = config.from_args(parser.parse_args(argv), KEYS)
 
     from components import trainer

@@ -1,0 +1,139 @@
+"""The Kubernetes manifests and the container recipe, validated offline against real schemas."""
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, shared_data
+
+sys.path.insert(0, os.path.join(REPO, "k8s"))
+import validate  # noqa: E402  (k8s/validate.py)
+
+
+@pytest.fixture(scope="module")
+def crds():
+    return validate.crd_validators(shared_data("k8s", "kuberay-v1.7.0"))
+
+
+@pytest.fixture(scope="module")
+def built():
+    return {k: validate.build(k) for k in validate.KUSTOMIZATIONS}
+
+
+def _kinds(docs):
+    return sorted(d["kind"] for d in docs)
+
+
+def test_every_overlay_builds_and_validates(built, crds):
+    for k, docs in built.items():
+        assert validate.validate_docs(docs, crds) == [], k
+    assert _kinds(built["k8s/overlays/gpu-cloud"]) == [
+        "ConfigMap", "ConfigMap", "CronJob", "Job", "RayCluster", "RayJob", "Role", "RoleBinding", "ServiceAccount"]
+    assert {"Deployment", "Service"} <= set(_kinds(built["k8s/overlays/local"]))
+    assert all(d["metadata"]["namespace"] == "srgan" for d in built["k8s/overlays/gpu-cloud"])
+
+
+def test_the_script_runs_clean(crds):
+    out = subprocess.run([sys.executable, os.path.join(REPO, "k8s", "validate.py"), "--crd-dir",
+                          shared_data("k8s", "kuberay-v1.7.0")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "29 objects in 3 kustomizations: valid" in out.stdout
+
+
+def _one(docs, kind):
+    return copy.deepcopy(next(d for d in docs if d["kind"] == kind))
+
+
+def _template(docs):
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("srgan-retrain-template"))
+    return yaml.safe_load(cm["data"]["rayjob.yaml"])
+
+
+def test_what_the_manifests_promise(built):
+    docs = built["k8s/overlays/gpu-cloud"]
+    job = _one(docs, "RayJob")
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0 and job["spec"]["activeDeadlineSeconds"] > 0
+    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert worker["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in worker["volumes"])  # /dev/shm
+    assert worker["containers"][0]["image"] == "registry.example.com/ml/srgan-pipeline:0.1.0"
+    assert job["spec"]["entrypoint"].startswith("python jobs/train.py --artifact-root $ARTIFACT_ROOT")
+    cron = _one(docs, "CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert _template(docs)["spec"]["entrypoint"].startswith("python jobs/pipeline.py")
+    role = _one(docs, "Role")
+    assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "list"]}]
+    settings = next(d for d in docs if d["metadata"]["name"] == "srgan-settings")
+    assert settings["data"]["ARTIFACT_ROOT"].startswith("s3://")
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    local = built["k8s/overlays/local"]
+    assert "--gpus-per-worker 0" in _one(local, "RayJob")["spec"]["entrypoint"]
+    assert next(d for d in local if d["metadata"]["name"] == "srgan-settings")["data"]["AWS_ENDPOINT_URL"] == \
+        "http://seaweedfs:8333"
+
+
+def _broken(built, mutate, kind="RayJob"):
+    docs = copy.deepcopy(built["k8s/overlays/gpu-cloud"])
+    target = next(d for d in docs if d["kind"] == kind)
+    mutate(target)
+    return docs
+
+
+@pytest.mark.parametrize("kind,mutate,expected", [
+    ("RayJob", lambda d: d["spec"].__setitem__("shutdownAfterJobFinish", True), "shutdownAfterJobFinish"),
+    ("RayJob", lambda d: d["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].__setitem__("replicas", "two"),
+     "'two' is not of type 'integer'"),
+    ("RayJob", lambda d: d["spec"]["rayClusterSpec"]["headGroupSpec"].pop("template"), "'template' is a required property"),
+    ("RayCluster", lambda d: d["spec"]["workerGroupSpecs"][0].__setitem__("groupname", "x"), "groupname"),
+    ("Job", lambda d: d["spec"].__setitem__("backofLimit", 2), "backofLimit"),
+    ("CronJob", lambda d: d["spec"].__setitem__("schedule", 5), "5 is not of type 'string'"),
+    ("RayJob", lambda d: d["spec"].__setitem__("entrypoint", d["spec"]["entrypoint"] + " --num-wokers 2"),
+     "unrecognized arguments: --num-wokers"),
+    ("RayJob", lambda d: d["spec"].__setitem__("entrypoint", "python jobs/trian.py --x 1"), "jobs/trian.py, which does not exist"),
+    ("RayJob", lambda d: d["spec"].__setitem__("entrypoint", "python jobs/train.py --global-batch-size many"),
+     "invalid int value: 'many'"),
+    ("Job", lambda d: d["spec"]["template"]["spec"]["containers"][0]["args"].append("--no_such_beam_flag=1"),
+     "unknown flag --no_such_beam_flag"),
+    ("Job", lambda d: d["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "AWS_SECRET_ACCESS_KEY", "value": "plaintext"}), "plaintext credential"),
+    ("Job", lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("resources"), "resources.requests needs"),
+    ("CronJob", lambda d: d["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0].__setitem__(
+        "image", "bitnami/kubectl"), "is not pinned by tag"),
+])
+def test_broken_copies_are_caught(built, crds, kind, mutate, expected):
+    errors = validate.validate_docs(_broken(built, mutate, kind), crds)
+    assert errors and any(expected in e for e in errors), errors
+
+
+def test_broken_template_inside_a_configmap_is_caught(built, crds):
+    docs = copy.deepcopy(built["k8s/overlays/gpu-cloud"])
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("srgan-retrain-template"))
+    template = yaml.safe_load(cm["data"]["rayjob.yaml"])
+    template["spec"]["entrypoint"] += " --pretrain-stepz 3"
+    template["spec"]["rayClusterSpec"]["rayVersoin"] = "2.60.0"
+    cm["data"]["rayjob.yaml"] = yaml.safe_dump(template)
+    errors = validate.validate_docs(docs, crds)
+    assert any("srgan-retrain-template" in e and "rayVersoin" in e for e in errors), errors
+    assert any("srgan-retrain-template" in e and "--pretrain-stepz" in e for e in errors), errors
+
+
+def test_a_secret_with_data_is_refused(built, crds):
+    docs = copy.deepcopy(built["k8s/base"]) + [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "leak"}, "stringData": {"k": "v"}}]
+    assert any("credentials must not be committed" in e for e in validate.validate_docs(docs, crds))
+
+
+def test_dockerfile_static_checks(tmp_path, monkeypatch):
+    assert validate.dockerfile_errors() == []
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM rayproject/ray:latest\nCOPY nothing_here/ x/\nRUN pip install tensorflow\n")
+    errors = validate.dockerfile_errors(str(bad))
+    assert any("not pinned by tag" in e for e in errors)
+    assert any("COPY source nothing_here/ does not exist" in e for e in errors)
+    assert any("-c constraints.txt" in e for e in errors)
