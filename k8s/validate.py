@@ -199,12 +199,28 @@ def embedded_docs(doc: dict) -> list[tuple[str, dict]]:
     return out
 
 
+def image_errors(labelled: list[tuple[str, dict]]) -> list[str]:
+    """Every container that runs this project's code uses one image: kustomize rewrites `image:` fields
+    but not images inside ConfigMap templates, which would silently run another build."""
+    seen: dict[str, list[str]] = {}
+    for label, doc in labelled:
+        for _path, pod in _pod_specs(doc):
+            for c in pod.get("containers", []):
+                if "srgan-pipeline" in c.get("image", ""):
+                    seen.setdefault(c["image"], []).append(label)
+    if len(seen) > 1:
+        return ["the project's containers use different images: "
+                + "; ".join(f"{image} in {', '.join(sorted(set(labels)))}" for image, labels in sorted(seen.items()))]
+    return []
+
+
 def validate_docs(docs: list[dict], crds: dict) -> list[str]:
-    errors = []
+    errors, labelled = [], []
     for doc in docs:
         for label, d in [(_name(doc), doc)] + embedded_docs(doc):
+            labelled.append((label, d))
             errors += [f"{label}: {e}" for e in schema_errors(d, crds) + pod_errors(d)]
-    return errors
+    return errors + image_errors(labelled)
 
 
 # ----------------------------------------------------------------------------- Dockerfile

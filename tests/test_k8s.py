@@ -123,6 +123,18 @@ def test_broken_template_inside_a_configmap_is_caught(built, crds):
     assert any("srgan-retrain-template" in e and "--pretrain-stepz" in e for e in errors), errors
 
 
+def test_all_project_pods_use_one_image(built, crds):
+    template = _template(built["k8s/overlays/gpu-cloud"])
+    worker = template["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["containers"][0]["image"] == "registry.example.com/ml/srgan-pipeline:0.1.0"
+    assert worker["tolerations"][0]["key"] == "nvidia.com/gpu"
+    docs = copy.deepcopy(built["k8s/overlays/gpu-cloud"])
+    _one_job = next(d for d in docs if d["kind"] == "Job")
+    _one_job["spec"]["template"]["spec"]["containers"][0]["image"] = "srgan-pipeline:0.0.9"
+    errors = validate.validate_docs(docs, crds)
+    assert any("use different images" in e and "srgan-pipeline:0.0.9" in e for e in errors), errors
+
+
 def test_a_secret_with_data_is_refused(built, crds):
     docs = copy.deepcopy(built["k8s/base"]) + [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "leak"}, "stringData": {"k": "v"}}]
