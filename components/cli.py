@@ -9,18 +9,26 @@ import sys
 # Before TensorFlow is imported anywhere: its C++ INFO lines (oneDNN, CUDA probing) drown the progress.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Errors that mean "the user asked for something that cannot be done"; anything else is a bug
-# and keeps its traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = ()
-
-
 def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the user asked for something that cannot be done"; anything else is a bug
+    and keeps its traceback."""
     from components.config import ConfigError
     from components.dataset import DatasetError
     from components.storage import StorageError
     from components.examples.pipeline import PreprocessError
     from components.trainer.launcher import TrainError
-    return (ConfigError, DatasetError, StorageError, PreprocessError, TrainError) + USER_ERRORS
+    return (ConfigError, DatasetError, StorageError, PreprocessError, TrainError)
+
+
+def parser(description: str, keys: list[str]):
+    """A job's argument parser: --config plus one flag per config key (see components.config)."""
+    import argparse
+
+    from components import config
+
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config.add_flags(p, keys)
+    return p
 
 
 def setup_logging() -> None:

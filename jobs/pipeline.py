@@ -8,7 +8,6 @@ finished, and does no work. Evaluation, blessing and pushing join this pipeline 
 pusher components (not built yet).
 """
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -22,10 +21,8 @@ KEYS = (["artifact_root", "input", "force", "run_id"]
         + [f.name for f in dataclasses.fields(config.TrainConfig)])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_flags(parser, KEYS)
-    return parser
+def build_parser():
+    return cli.parser(__doc__, KEYS)
 
 
 def main(argv=None):

@@ -5,7 +5,6 @@
 Flags this script does not know (e.g. --runner, --direct_running_mode) go to Beam.
 """
 
-import argparse
 import os
 import sys
 
@@ -17,10 +16,8 @@ KEYS = ["artifact_root", "input", "force", "crop_size", "scale", "resize_short_s
         "eval_count", "num_shards", "image_extensions"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_flags(parser, KEYS)
-    return parser
+def build_parser():
+    return cli.parser(__doc__, KEYS)
 
 
 def main(argv=None):

@@ -6,7 +6,6 @@
 The same --run-id again resumes from its latest checkpoint.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -18,10 +17,8 @@ from components import cli, config  # noqa: E402
 KEYS = ["artifact_root", "dataset_id", "run_id"] + [f.name for f in dataclasses.fields(config.TrainConfig)]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_flags(parser, KEYS)
-    return parser
+def build_parser():
+    return cli.parser(__doc__, KEYS)
 
 
 def main(argv=None):

@@ -37,8 +37,11 @@ BEAM_SCRIPTS = {"preprocess.py", "pipeline.py"}  # flags they do not define go t
 
 
 def build(kustomization: str) -> list[dict]:
-    out = subprocess.run(["kubectl", "kustomize", os.path.join(REPO, kustomization)],
-                         capture_output=True, text=True, timeout=120)
+    try:
+        out = subprocess.run(["kubectl", "kustomize", os.path.join(REPO, kustomization)],
+                             capture_output=True, text=True, timeout=120)
+    except FileNotFoundError:
+        raise RuntimeError("kubectl is not installed (it builds the kustomizations)") from None
     if out.returncode != 0:
         raise RuntimeError(f"{kustomization}: kubectl kustomize failed: {out.stderr.strip()}")
     return [d for d in yaml.safe_load_all(out.stdout) if d]
