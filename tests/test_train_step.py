@@ -182,3 +182,33 @@ def test_checkpoint_state_roundtrip(tmp_path):
     assert now.keys() == saved.keys() and int(steps.g_opt.iterations.numpy()) == 2
     for k in saved:
         np.testing.assert_array_equal(now[k], saved[k], err_msg=k)
+
+
+def test_repeated_non_finite_steps_restore_the_last_good_state_then_stop():
+    from components.trainer import checkpoint
+    from components.trainer.loop import NonFiniteGuard, TrainingDiverged
+
+    strategy, steps = _setup(DEVICES[:1])
+    trackables = {"generator": steps.G, "discriminator": steps.D, "g_optimizer": steps.g_opt,
+                  "d_optimizer": steps.d_opt}
+    for b in _dist(strategy, _batch(), 2):
+        steps.gan_step(b)
+    last_good = checkpoint.snapshot(trackables)
+    poisoned = _batch()
+    poisoned["hr"][:] = np.inf  # every step from here on is non-finite
+    guard = NonFiniteGuard(max_in_row=3, max_restores=1)
+    decisions = []
+    for i, b in enumerate(_dist(strategy, poisoned, 3)):
+        _, applied = steps.gan_step(b)
+        decisions.append(guard.after_step(bool(applied), i))
+    assert decisions == [False, False, True] and guard.restores == 1
+    checkpoint.assign(trackables, last_good)
+    now = checkpoint.snapshot(trackables)
+    assert all(np.array_equal(now[k], last_good[k]) for k in last_good)
+    assert int(steps.nonfinite_steps.numpy()) == 3
+    # A finite step resets the count; a second run of 3 bad steps is one restore too many.
+    assert guard.after_step(True, 3) is False and guard.in_row == 0
+    guard.after_step(False, 4)
+    guard.after_step(False, 5)
+    with pytest.raises(TrainingDiverged, match="diverged at step 6"):
+        guard.after_step(False, 6)

@@ -27,6 +27,31 @@ class TrainingDiverged(RuntimeError):
     """Non-finite steps kept coming back after restoring the last good state."""
 
 
+class NonFiniteGuard:
+    """Counts skipped (non-finite) steps: `max_in_row` in a row asks for a restore of the last good
+    state; more than `max_restores` restores raises TrainingDiverged."""
+
+    def __init__(self, max_in_row: int, max_restores: int, restores: int = 0):
+        self.max_in_row, self.max_restores = max_in_row, max_restores
+        self.in_row, self.restores = 0, restores
+
+    def after_step(self, applied: bool, step: int) -> bool:
+        """True when the caller must restore the last good state now."""
+        if applied:
+            self.in_row = 0
+            return False
+        self.in_row += 1
+        if self.in_row < self.max_in_row:
+            return False
+        self.restores += 1
+        if self.restores > self.max_restores:
+            raise TrainingDiverged(
+                f"{self.in_row} non-finite steps in a row after {self.restores - 1} restores of the last good "
+                f"state: training diverged at step {step} (lower the learning rates?)")
+        self.in_row = 0
+        return True
+
+
 def phase_lengths(cfg, steps_per_epoch: int) -> tuple[int, int]:
     pre = cfg.pretrain_steps if cfg.pretrain_steps is not None else cfg.pretrain_epochs * steps_per_epoch
     gan = cfg.gan_steps if cfg.gan_steps is not None else cfg.gan_epochs * steps_per_epoch
@@ -174,13 +199,14 @@ def train_loop_per_worker(config: dict) -> None:
     preemption_saved = False
 
     last_good = checkpoint.snapshot(trackables)
-    last_good_step, bad_in_row = step, 0
+    last_good_step = step
+    guard = NonFiniteGuard(cfg.max_nonfinite_in_row, cfg.max_restores, restores)
 
     def report(reason: str, metrics: dict, final: bool = False):
         nonlocal last_good, last_good_step
         last_good, last_good_step = checkpoint.snapshot(trackables), step
         meta = {"step": step, "epoch": step // steps_per_epoch, "phase": phase_of(step - 1 if step else 0),
-                "pretrain_steps": pre_steps, "gan_steps": gan_steps, "restores": restores, "reason": reason,
+                "pretrain_steps": pre_steps, "gan_steps": gan_steps, "restores": guard.restores, "reason": reason,
                 "nonfinite_steps": int(steps.nonfinite_steps.numpy()), "world_size": world, "final": final}
         payload = {**{k.replace("/", "_"): float(v) for k, v in metrics.items()}, **meta}
         if rank == 0:
@@ -221,24 +247,16 @@ def train_loop_per_worker(config: dict) -> None:
             if step == run_start_step + 1:  # the rate excludes the first step (tracing, warm-up)
                 run_start = time.time()
             if bool(applied):
-                bad_in_row = 0
                 for k, v in metrics.items():
                     total_k, count_k = window.get(k, (0.0, 0))
                     window[k] = (total_k + float(v), count_k + 1)
             else:
-                bad_in_row += 1
                 log.warning("rank %d: step %d had a non-finite loss or gradient: update skipped (%d in a row, %d in all)",
-                            rank, step, bad_in_row, int(steps.nonfinite_steps.numpy()))
-                if bad_in_row >= cfg.max_nonfinite_in_row:
-                    restores += 1
-                    if restores > cfg.max_restores:
-                        raise TrainingDiverged(
-                            f"{bad_in_row} non-finite steps in a row after {restores - 1} restores of the last good "
-                            f"checkpoint: training diverged at step {step} (lower the learning rates?)")
-                    checkpoint.assign(trackables, last_good)
-                    log.warning("rank %d: restored the last good state (step %d), restore %d of %d",
-                                rank, last_good_step, restores, cfg.max_restores)
-                    bad_in_row = 0
+                            rank, step, guard.in_row + 1, int(steps.nonfinite_steps.numpy()))
+            if guard.after_step(bool(applied), step):  # the same decision on every worker (applied is all-reduced)
+                checkpoint.assign(trackables, last_good)
+                log.warning("rank %d: restored the last good state (step %d), restore %d of %d",
+                            rank, last_good_step, guard.restores, cfg.max_restores)
             now = time.time()
             if rank == 0 and (now - last_log >= cfg.log_every_seconds or step == total):
                 rate = (step - run_start_step - 1) * global_batch / max(now - run_start, 1e-9)
