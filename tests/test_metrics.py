@@ -1,0 +1,58 @@
+"""SR metrics against an independent implementation (scikit-image) and the published bicubic figures."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components import metrics, sample_data
+from components.degradation import degrade
+from tests.conftest import shared_data
+
+
+def _pair(name="astronaut"):
+    hr = metrics.modcrop(sample_data.photo(name), 4)
+    sr = metrics.bicubic_upscale(degrade(hr)).numpy()
+    return sr, hr
+
+
+def _y_numpy(img):
+    x = img.astype(np.float64) / 255.0
+    return 16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_psnr_and_ssim_match_scikit_image(name):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    sr, hr = _pair(name)
+    c = 4
+    a, b = sr[c:-c, c:-c].astype(np.float64), hr[c:-c, c:-c].astype(np.float64)
+    ours = metrics.all_metrics(sr, hr, crop_border=c)
+    assert ours["psnr_rgb"] == pytest.approx(peak_signal_noise_ratio(b, a, data_range=255), abs=1e-3)
+    assert ours["psnr_y"] == pytest.approx(peak_signal_noise_ratio(_y_numpy(b), _y_numpy(a), data_range=255), abs=1e-3)
+    kw = dict(data_range=255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ours["ssim_y"] == pytest.approx(structural_similarity(_y_numpy(b), _y_numpy(a), **kw), abs=2e-3)
+    assert ours["ssim_rgb"] == pytest.approx(structural_similarity(b, a, channel_axis=-1, **kw), abs=2e-3)
+    assert 15 < ours["psnr_rgb"] < 40 and 0.3 < ours["ssim_y"] < 1.0  # a real degradation, not a no-op
+
+
+def test_identity_and_errors():
+    hr = metrics.modcrop(sample_data.photo("astronaut"), 4)
+    assert np.isinf(float(metrics.psnr(hr, hr)))
+    assert float(metrics.ssim(hr, hr)) == pytest.approx(1.0)
+    with pytest.raises(TypeError, match="uint8"):
+        metrics.psnr(hr.astype(np.float32), hr.astype(np.float32))
+    with pytest.raises(ValueError, match="shapes differ"):
+        metrics.psnr(hr, hr[:-4])
+
+
+@pytest.mark.parametrize("name,count,expected", [("Set5", 5, 28.43), ("Set14", 14, 26.09)])
+def test_bicubic_baselines_match_the_published_figures(name, count, expected):
+    """Bicubic x4, Y channel, border 4: Set5 28.43 dB (the SRGAN paper), Set14 26.09 (../shared/STACK.md)."""
+    folder = shared_data("benchmarks", name)
+    scores = [metrics.bicubic_baseline(np.asarray(Image.open(os.path.join(folder, n)).convert("RGB")))["psnr_y"]
+              for n in sorted(os.listdir(folder)) if n.endswith(".png")]
+    assert len(scores) == count  # Set14 has a grayscale image and four sizes that need a modcrop
+    assert np.mean(scores) == pytest.approx(expected, abs=0.02)
