@@ -67,9 +67,13 @@ def feature_spec(uri: str) -> dict:
 
 def split_files(uri: str, split: str) -> list[str]:
     """Local (or gs://) paths of a split's shards, staged when the dataset is on s3."""
+    load_info(uri)  # refuse uncommitted datasets
+    return _shards(uri, split)
+
+
+def _shards(uri: str, split: str) -> list[str]:
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
-    load_info(uri)  # refuse uncommitted datasets
     files = [f for f in storage.list_files(uri, recursive=False)
              if re.fullmatch(rf"{split}-\d+-of-\d+\.tfrecord\.gz", storage.basename(f))]
     if storage.split_uri(uri)[0] == "s3":
@@ -84,9 +88,9 @@ def read_split(uri: str, split: str, decode: bool = True):
     """
     import tensorflow as tf
 
-    files = split_files(uri, split)
+    info = load_info(uri)  # refuses uncommitted datasets
+    files = _shards(uri, split)
     spec = feature_spec(uri)
-    info = load_info(uri)
     hr_shape, lr_shape = info["shapes"]["hr"], info["shapes"]["lr"]
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP") if files else \
         tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))

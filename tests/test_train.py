@@ -292,3 +292,12 @@ def test_pipeline_preprocesses_trains_and_is_idempotent(tmp_path):
     assert len([r for r in rows if r["event"] == "done"]) == 2
     run = storage.read_json(storage.join(root, "runs", f"retrain-{ds_id}", "run.json"))
     assert run["dataset_id"] == ds_id and run["attempts"] == 2
+
+
+def test_warm_start_folder_without_a_generator_is_refused_before_training(tiny_dataset):
+    root, ds_id = tiny_dataset  # the artifact root exists, but holds no generator.keras
+    out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root,
+                          "--dataset-id", ds_id, "--pretrain-steps", "1", "--gan-steps", "0", "--warm-start", root],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert out.returncode == 2 and f"warm_start {root}: no generator.keras there" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr

@@ -60,22 +60,28 @@ def load(directory: str) -> tuple[dict, dict]:
         return arrays, json.load(f)
 
 
+def find_generator(uri: str) -> str | None:
+    """The `generator.keras` a warm-start URI names: the file itself, or one inside the folder
+    (an exported model version or a run folder). None when there is none."""
+    from components import storage
+
+    candidate = uri if uri.endswith(".keras") else storage.join(uri, "generator.keras")
+    return candidate if storage.exists(candidate) else None
+
+
 def load_generator_weights(uri: str, generator) -> str:
-    """Warm start: weights from a `generator.keras` file, or a folder holding one (an exported model
-    version or a run folder). Returns the file used."""
+    """Warm start: weights from the generator.keras that `uri` names (see find_generator). Returns it."""
     import keras
 
     from components import models, storage  # noqa: F401  (registers the custom layers)
 
-    candidates = [uri] if uri.endswith(".keras") else [storage.join(uri, "generator.keras")]
-    for candidate in candidates:
-        if storage.exists(candidate):
-            local = storage.stage_in(candidate)
-            source = keras.saving.load_model(local, compile=False)
-            try:
-                generator.set_weights(source.get_weights())
-            except ValueError as exc:
-                raise CheckpointMismatch(f"warm_start {candidate}: weights do not fit this generator "
-                                         f"config: {exc}") from None
-            return candidate
-    raise FileNotFoundError(f"warm_start {uri}: no generator.keras there")
+    candidate = find_generator(uri)
+    if candidate is None:
+        raise FileNotFoundError(f"warm_start {uri}: no generator.keras there")
+    source = keras.saving.load_model(storage.stage_in(candidate), compile=False)
+    try:
+        generator.set_weights(source.get_weights())
+    except ValueError as exc:
+        raise CheckpointMismatch(f"warm_start {candidate}: weights do not fit this generator "
+                                 f"config: {exc}") from None
+    return candidate

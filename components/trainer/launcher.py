@@ -52,8 +52,10 @@ def _check(cfg: Config) -> dict:
         value = getattr(t, name)
         if value is not None and value < 0:
             raise TrainError(f"{name} must be >= 0, got {value}")
-    if t.warm_start and not (storage.exists(t.warm_start) or storage.exists(storage.join(t.warm_start, "generator.keras"))):
-        raise TrainError(f"warm_start {t.warm_start}: no generator.keras there")
+    if t.warm_start:
+        from components.trainer.checkpoint import find_generator
+        if find_generator(t.warm_start) is None:
+            raise TrainError(f"warm_start {t.warm_start}: no generator.keras there")
     return info
 
 

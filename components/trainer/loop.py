@@ -131,6 +131,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import tensorflow as tf
 
+    from components import metrics as metrics_lib
     from components import models
     from components.config import TrainConfig
     from components.dataset import load_info
@@ -192,9 +193,12 @@ def train_loop_per_worker(config: dict) -> None:
     if outputs and resumed_from is not None:
         outputs.append({"event": "resume", "step": step, "time": time.time()})
     fixed = input_fn.fixed_batch(dataset_uri, 4)
-    bicubic_psnr = float(tf.reduce_mean(tf.image.psnr(
-        models.to_uint8(tf.image.resize(fixed["lr"], [hr_size, hr_size], method="bicubic")),
-        models.to_uint8(fixed["hr"]), max_val=255)))
+    fixed_hr = models.to_uint8(fixed["hr"])
+    scale = info["preprocess"]["scale"]
+
+    def fixed_psnr(sr_uint8) -> float:  # whole image, no border crop: a training signal, not the evaluator's figure
+        return float(tf.reduce_mean(metrics_lib.psnr(sr_uint8, fixed_hr, crop_border=0)))
+    bicubic_psnr = fixed_psnr(metrics_lib.bicubic_upscale(models.to_uint8(fixed["lr"]), scale))
 
     preemption_saved = False
 
@@ -281,8 +285,7 @@ def train_loop_per_worker(config: dict) -> None:
                           else "every_n_steps" if every_n else "preemption")
                 if rank == 0 and (epoch_end or step == phase_end):
                     sr = generator(fixed["lr"], training=False)
-                    psnr = float(tf.reduce_mean(tf.image.psnr(models.to_uint8(sr), models.to_uint8(fixed["hr"]),
-                                                              max_val=255)))
+                    psnr = fixed_psnr(models.to_uint8(sr))
                     outputs.scalars(step, {"eval/psnr_fixed_batch": psnr, "eval/psnr_bicubic_fixed_batch": bicubic_psnr})
                     outputs.append({"event": "eval", "step": step, "psnr_fixed_batch": psnr,
                                     "psnr_bicubic_fixed_batch": bicubic_psnr, "time": time.time()})
