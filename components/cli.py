@@ -17,7 +17,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from components.storage import StorageError
     from components.examples.pipeline import PreprocessError
     from components.trainer.launcher import TrainError
-    return (ConfigError, DatasetError, StorageError, PreprocessError, TrainError)
+    from components.evaluator.evaluate import EvaluateError
+    from components.pusher.push import PushError
+    from components.registry import RegistryError
+    from components.upscaler import UpscaleError
+    return (ConfigError, DatasetError, StorageError, PreprocessError, TrainError, EvaluateError, PushError,
+            RegistryError, UpscaleError)
 
 
 def parser(description: str, keys: list[str]):
@@ -45,14 +50,15 @@ def setup_logging() -> None:
 
 
 def run_main(main, argv=None) -> int:
-    """Call main(argv); user errors become `error: <message>` on stderr and exit code 2."""
+    """Call main(argv); user errors become `error: <message>` on stderr and exit code 2. A main that
+    returns an int chooses the exit code (e.g. 1 for partial failure)."""
     setup_logging()
     try:
-        main(argv)
+        code = main(argv)
     except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0

@@ -81,6 +81,37 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    eval_images: Optional[str] = None  # also evaluate on this folder / URI of full-size images (e.g. Set5)
+    eval_batch_size: int = 16
+    grid_images: int = 16             # eval images shown in the comparison grids (8 per grid PNG)
+    # blessing, on the dataset's eval split, PSNR (RGB) in dB
+    bless_min_gain_db: float = 0.2    # must beat bicubic by at least this much
+    bless_tolerance_db: float = 0.1   # may be at most this much worse than the model LATEST points to
+
+
+@dataclass
+class PushConfig:
+    model_name: str = "srgan-x4"      # models/<model_name>/<version>/ under the artifact root
+    push_unblessed: bool = False      # export a run that was NOT blessed (loud; never moves LATEST)
+    data_licence: str = ("Derived from the training images named in lineage.dataset; their licence applies "
+                         "(CelebA: non-commercial research purposes only).")
+
+
+@dataclass
+class PipelineConfig:
+    warm_start_latest: bool = False   # start training from the generator models/<name>/LATEST points to
+    drift_threshold: float = 0.25     # warn when a channel mean moved by more than this many stds
+
+
+@dataclass
+class ServeConfig:
+    version: Optional[str] = None     # pull/upscale: a version number or "latest" (default)
+    tile_size: int = 128              # upscale: LR tile side; bounds memory on large images
+    tile_overlap: int = 16            # upscale: LR context pixels around each tile (hides seams)
+
+
+@dataclass
 class Config:
     artifact_root: str = "./artifacts"
     input: Optional[str] = None       # raw images: folder, glob, s3:// or gs:// URI
@@ -91,6 +122,10 @@ class Config:
     force: bool = False               # redo work whose output already exists
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -195,6 +195,16 @@ def list_files(uri: str, recursive: bool = True) -> list[str]:
     return sorted(out)
 
 
+def list_dirs(uri: str) -> list[str]:
+    """Names of the folders directly inside a folder URI (sorted); [] when it does not exist."""
+    scheme, fs, path = _fs_path(uri)
+    with _wrap(uri, "list"):
+        if not fs.exists(path) or not fs.isdir(path):
+            return []
+        return sorted(i["name"].rstrip("/").rsplit("/", 1)[-1] for i in fs.ls(path, detail=True)
+                      if i["type"] == "directory")
+
+
 def content_md5(uri: str) -> str:
     """Hex md5 of an object's bytes: the server's checksum when it has one (no download), else computed."""
     scheme, fs, path = _fs_path(uri)
@@ -258,8 +268,9 @@ def write_json(uri: str, obj) -> None:
 def create_exclusive(uri: str, data: bytes) -> bool:
     """Write `uri` only if it does not exist yet; True when this call created it.
 
-    Local files use O_EXCL (atomic). On object stores there is no portable create-if-absent, so
-    this is check-then-put: safe against sequential writers only.
+    Atomic: local files use O_EXCL; s3:// uses a conditional PUT (`If-None-Match: *`, honoured by
+    AWS S3 and SeaweedFS), so of two writers racing for one key exactly one wins. gs:// falls back
+    to check-then-put (safe against sequential writers only).
     """
     scheme, fs, path = _fs_path(uri)
     with _wrap(uri, "create"):
@@ -271,6 +282,17 @@ def create_exclusive(uri: str, data: bytes) -> bool:
                 return False
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            return True
+        if scheme == "s3":
+            bucket, _, key = path.partition("/")
+            try:
+                fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+            except OSError as exc:
+                # 412 PreconditionFailed (the key exists) or 409 (a concurrent conditional write won)
+                if "pre-condition" in str(exc).lower() or "conflict" in str(exc).lower():
+                    return False
+                raise
+            fs.invalidate_cache(path)
             return True
         if fs.exists(path):
             return False
@@ -285,6 +307,17 @@ def delete(uri: str, recursive: bool = False) -> None:
             fs.rm(path, recursive=recursive)
 
 
+def download_file(uri: str, local_file: str) -> None:
+    """Copy one file at `uri` to a local path (parents created)."""
+    scheme, fs, path = _fs_path(uri)
+    os.makedirs(os.path.dirname(os.path.abspath(local_file)), exist_ok=True)
+    with _wrap(uri, "download"):
+        if scheme == "local":
+            shutil.copyfile(path, local_file)
+        else:
+            fs.get_file(path, local_file)
+
+
 def upload_file(local_file: str, uri: str) -> None:
     scheme, fs, path = _fs_path(uri)
     with _wrap(uri, "upload"):
@@ -294,11 +327,12 @@ def upload_file(local_file: str, uri: str) -> None:
             fs.put_file(local_file, path)
 
 
-def publish_dir(local_dir: str, uri: str, commit_marker: str, move: bool = False) -> None:
+def publish_dir(local_dir: str, uri: str, commit_marker: str, move: bool = False, late: tuple = ()) -> None:
     """Copy a finished local directory to `uri`, with `commit_marker` (a file inside it) copied last.
 
     Readers treat the artifact as present only once the marker exists. Stale files of an earlier,
     interrupted publish are removed first. `move` lets a local publish rename instead of copy.
+    `late`: relative paths uploaded after all others (in that order), just before the marker.
     """
     marker_src = os.path.join(local_dir, commit_marker)
     if not os.path.isfile(marker_src):
@@ -324,8 +358,11 @@ def publish_dir(local_dir: str, uri: str, commit_marker: str, move: bool = False
         for name in sorted(files):
             src = os.path.join(root, name)
             rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
-            if rel != commit_marker:
+            if rel != commit_marker and rel not in late:
                 upload_file(src, join(uri, rel))
+    for rel in late:
+        if os.path.isfile(os.path.join(local_dir, rel)):
+            upload_file(os.path.join(local_dir, rel), join(uri, rel))
     upload_file(marker_src, join(uri, commit_marker))
 
 
@@ -385,6 +422,9 @@ def staged_output(uri: str, commit_marker: str) -> Iterator[str]:
     else:
         parent = os.path.join(cache_dir(), "outgoing")
     tmp = tempfile.mkdtemp(prefix=".staging-", dir=_ensure(parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the published folder must not be
     try:
         yield tmp
         publish_dir(tmp, uri, commit_marker, move=True)

@@ -1,11 +1,12 @@
-"""The pipeline with one config: preprocess -> train. The entry point for scheduled retraining.
+"""The pipeline with one config: preprocess -> train -> evaluate -> push. Scheduled retraining's entry point.
 
-    python jobs/pipeline.py --input s3://bucket/raw --artifact-root s3://bucket/srgan [train flags] [beam flags]
+    python jobs/pipeline.py --config configs/quickstart.yaml             # built-in sample photos, ~10 min
+    python jobs/pipeline.py --config configs/retrain.yaml --input s3://bucket/raw --artifact-root s3://bucket/srgan
 
-Idempotent: the dataset id is a fingerprint of the inputs, and the default run id is derived from it
-(`retrain-<dataset-id>`), so a second run on unchanged data finds the dataset committed and the run
-finished, and does no work. Evaluation, blessing and pushing join this pipeline with the evaluator and
-pusher components (not built yet).
+Idempotent: the dataset id fingerprints the inputs and the default run id is derived from it
+(`retrain-<dataset-id>`, plus `-from-v<N>` when warm-starting from version N), so a second run on
+unchanged data skips every step. A NOT_BLESSED model is not pushed (exit code 0: the decision is
+recorded, not an error). The summary goes to runs/<run-id>/pipeline.json.
 """
 
 import dataclasses
@@ -17,8 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from components import cli, config  # noqa: E402
 
 KEYS = (["artifact_root", "input", "force", "run_id"]
-        + [f.name for f in dataclasses.fields(config.PreprocessConfig)]
-        + [f.name for f in dataclasses.fields(config.TrainConfig)])
+        + [f.name for section in (config.PreprocessConfig, config.TrainConfig, config.EvaluateConfig,
+                                  config.PushConfig, config.PipelineConfig) for f in dataclasses.fields(section)])
 
 
 def build_parser():
@@ -29,13 +30,18 @@ def main(argv=None):
     args, beam_args = build_parser().parse_known_args(argv)
     cfg = config.from_args(args, KEYS)
 
-    from components import examples, trainer
-    info = examples.run(cfg, beam_args)
-    cfg.dataset_id = info["dataset_id"]
-    cfg.run_id = cfg.run_id or f"retrain-{info['dataset_id']}"
-    record = trainer.run(cfg)
-    print(f"pipeline: dataset {cfg.dataset_id} ({info['num_train']} train, {info['num_eval']} eval) -> "
-          f"run {record['run_id']}: {record['status']}; generator: {record['final_generator']}")
+    from components import retraining
+    summary = retraining.run(cfg, beam_args)
+    print(f"pipeline: run {summary['run_id']} on dataset {summary['dataset_id']} in {summary['seconds']:.0f} s")
+    for s in summary["steps"]:
+        print(f"  {s['step']:<10} {s['status']}")
+    for reason in summary["reasons"]:
+        print(f"  {summary['decision']}: {reason}")
+    for warning in summary["warnings"]:
+        print(f"  WARNING: {warning}")
+    if summary["pushed"]:
+        print(f"model: {summary['pushed']['uri']} (LATEST = {summary['latest']})")
+    print(f"metrics and comparison grids: {summary['eval']}/ (metrics.json, per_image.csv, grids/, loss_curve.png)")
 
 
 if __name__ == "__main__":

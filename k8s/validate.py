@@ -135,9 +135,18 @@ def command_errors(argv: list[str]) -> list[str]:
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            _known, unknown = module.build_parser().parse_known_args(args)
+            known, unknown = module.build_parser().parse_known_args(args)
     except SystemExit:
         return [f"{argv[i]} rejects its flags: {err.getvalue().strip().splitlines()[-1]}"]
+    if getattr(known, "config", None):  # a config file baked into the image: it must exist and load
+        from components import config
+        path = os.path.join(REPO, known.config)
+        if not os.path.isfile(path):
+            return [f"{argv[i]}: --config {known.config} does not exist in the repository (the image's /app)"]
+        try:
+            config.load(path)
+        except config.ConfigError as exc:
+            return [f"{argv[i]}: --config {known.config}: {exc}"]
     if unknown and os.path.basename(script) in BEAM_SCRIPTS:
         from components.examples.pipeline import PreprocessError, _pipeline_options
         try:

@@ -274,7 +274,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     if storage.exists(storage.join(out_uri, dataset.MARKER)):
         if not cfg.force:
             log.info("dataset %s is already committed: nothing to do (--force redoes it)", dataset_id)
-            return dataset.load_info(out_uri)
+            return {**dataset.load_info(out_uri), "skipped": True}
         storage.delete(out_uri, recursive=True)
 
     options = _pipeline_options(beam_args or [])

@@ -1,0 +1,287 @@
+"""The evaluator: metrics against bicubic, comparison grids, the loss curve, and the blessing.
+
+Evaluates a run's generator (or any model `components.upscaler.load` accepts) on the dataset's eval
+split and, optionally, on a folder of full-size images degraded with the shared degradation
+function. Compares with the model `models/<name>/LATEST` points to, on the same data, and decides
+BLESSED / NOT_BLESSED. Everything goes to `runs/<run-id>/eval/` (or `--output`), published with the
+decision file last, so a reader that finds BLESSED or NOT_BLESSED finds everything else too.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import json
+import logging
+import math
+import os
+import time
+
+import numpy as np
+
+from components import dataset, metrics, provenance, registry, storage, upscaler
+from components.config import Config
+from components.degradation import degrade
+from components.evaluator import plots
+
+log = logging.getLogger("evaluate")
+BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
+METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y")
+EVAL_TILE = 512  # LR tile for full-size images: bounds memory, big enough that Set5/Set14 are one tile
+ROWS_PER_GRID = 8
+
+
+class EvaluateError(RuntimeError):
+    """Nothing to evaluate, or an input is missing; the message says what."""
+
+
+def eval_uri(artifact_root: str, run_id: str) -> str:
+    return storage.join(artifact_root, "runs", run_id, "eval")
+
+
+def decision(eval_folder: str) -> dict | None:
+    """The committed decision of an eval folder ({'decision': ..., 'reasons': [...]}), or None."""
+    for name in (BLESSED, NOT_BLESSED):
+        uri = storage.join(eval_folder, name)
+        if storage.exists(uri):
+            return storage.read_json(uri)
+    return None
+
+
+# ----------------------------------------------------------------------------- data
+
+def eval_split(dataset_uri: str) -> list[dict]:
+    """[{'name', 'lr', 'hr'}] of the dataset's eval split (LR as the preprocessing made it)."""
+    rows = []
+    for ex in dataset.read_split(dataset_uri, "eval").as_numpy_iterator():
+        rows.append({"name": ex["source"].decode(), "lr": ex["lr"], "hr": ex["hr"]})
+    if not rows:
+        raise EvaluateError(f"{dataset_uri}: the eval split is empty (raise eval_fraction or set eval_count)")
+    return rows
+
+
+def image_folder(uri: str, scale: int) -> list[dict]:
+    """Full-size images of a folder: HR = modcrop(image), LR = degrade(HR) (the shared function)."""
+    from components import images
+
+    rows = []
+    for f in storage.list_files(uri):
+        if not storage.matches_extension(f, (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")):
+            continue
+        try:
+            hr = metrics.modcrop(images.decode_rgb(storage.read_bytes(f)), scale)
+        except images.ImageRejected as exc:
+            log.warning("%s: skipped (%s)", f, exc)
+            continue
+        if min(hr.shape[:2]) < 4 * scale:
+            log.warning("%s: skipped (%dx%d is too small)", f, hr.shape[1], hr.shape[0])
+            continue
+        rows.append({"name": storage.relpath(f, uri) if f != uri else storage.basename(f),
+                     "lr": degrade(hr, scale).numpy(), "hr": hr})
+    if not rows:
+        raise EvaluateError(f"{uri}: no readable images to evaluate on")
+    return rows
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def super_resolve(model: upscaler.Upscaler, rows: list[dict], batch: int) -> list[np.ndarray]:
+    """SR of every row's LR: equal-shaped LRs in batches, others one by one (tiled when large)."""
+    out: list = [None] * len(rows)
+    shapes: dict = {}
+    for i, r in enumerate(rows):
+        shapes.setdefault(r["lr"].shape, []).append(i)
+    for _shape, idx in shapes.items():
+        if len(idx) == 1:
+            out[idx[0]] = upscaler.upscale_array(model, rows[idx[0]]["lr"], tile=EVAL_TILE, overlap=16)
+            continue
+        for s in range(0, len(idx), batch):
+            chunk = idx[s:s + batch]
+            for i, sr in zip(chunk, model(np.stack([rows[i]["lr"] for i in chunk]))):
+                out[i] = sr
+    return out
+
+
+def score(rows: list[dict], sr: list[np.ndarray], scale: int) -> list[dict]:
+    """Per image: the metrics of SR and of bicubic, and SR minus bicubic."""
+    per_image = []
+    for r, s in zip(rows, sr):
+        bic = metrics.bicubic_upscale(r["lr"], scale).numpy()
+        m_sr = metrics.all_metrics(s, r["hr"], crop_border=scale)
+        m_bic = metrics.all_metrics(bic, r["hr"], crop_border=scale)
+        row = {"image": r["name"]}
+        for k in METRIC_KEYS:
+            row[k] = m_sr[k]
+            row[f"bicubic_{k}"] = m_bic[k]
+            row[f"gain_{k}"] = m_sr[k] - m_bic[k]
+        per_image.append(row)
+    return per_image
+
+
+def summarize(per_image: list[dict]) -> dict:
+    keys = [k for k in per_image[0] if k != "image"]
+    return {"num_images": len(per_image), **{k: float(np.mean([r[k] for r in per_image])) for k in keys}}
+
+
+def bless(candidate: dict, baseline: dict | None, baseline_version: int | None, min_gain_db: float,
+          tolerance_db: float) -> tuple[bool, list[str]]:
+    """TFX-style blessing on the eval split's mean PSNR (RGB): beats bicubic by `min_gain_db`, and is
+    not worse than the current model (LATEST) by more than `tolerance_db`."""
+    reasons, ok = [], True
+    values = [candidate["psnr_rgb"], candidate["ssim_rgb"]]
+    if not all(math.isfinite(v) for v in values):
+        return False, [f"metrics are not finite: psnr_rgb {values[0]}, ssim_rgb {values[1]}"]
+    gain = candidate["gain_psnr_rgb"]
+    passed = gain >= min_gain_db
+    ok &= passed
+    reasons.append(f"{'pass' if passed else 'FAIL'}: PSNR (RGB) {candidate['psnr_rgb']:.3f} dB is {gain:+.3f} dB "
+                   f"over bicubic ({candidate['bicubic_psnr_rgb']:.3f} dB); required >= {min_gain_db:+.3f} dB")
+    if baseline is None:
+        reasons.append("pass: no model has been pushed yet (no LATEST): nothing to compare with")
+    else:
+        delta = candidate["psnr_rgb"] - baseline["psnr_rgb"]
+        passed = delta >= -tolerance_db
+        ok &= passed
+        reasons.append(f"{'pass' if passed else 'FAIL'}: PSNR (RGB) {delta:+.3f} dB vs the current model "
+                       f"(version {baseline_version}, {baseline['psnr_rgb']:.3f} dB on the same images); "
+                       f"allowed down to -{tolerance_db:.3f} dB")
+    return ok, reasons
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def _csv(per_image: list[dict], split: str) -> str:
+    buf = io.StringIO()
+    fields = ["split", *per_image[0].keys()]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in per_image:
+        w.writerow({"split": split, **{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()}})
+    return buf.getvalue()
+
+
+def _grids(rows, sr, per_image, limit: int, scale: int) -> list[bytes]:
+    """Comparison grid PNGs for the first `limit` images, ROWS_PER_GRID rows each (one per image
+    when sizes differ, as in Set5)."""
+    items = []
+    for r, s, p in list(zip(rows, sr, per_image))[:limit]:
+        items.append({"name": r["name"], "lr": r["lr"], "hr": r["hr"], "sr": s,
+                      "bicubic": metrics.bicubic_upscale(r["lr"], scale).numpy(),
+                      "psnr_bicubic": p["bicubic_psnr_rgb"], "psnr_sr": p["psnr_rgb"]})
+    same_size = len({i["hr"].shape for i in items}) == 1
+    step = ROWS_PER_GRID if same_size else 1
+    return [plots.comparison_grid(items[i:i + step], scale) for i in range(0, len(items), step)]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+
+
+# ----------------------------------------------------------------------------- the component
+
+def _target(cfg: Config) -> tuple[str, str, str, dict]:
+    """(model URI, dataset id, output URI, run record or {}) for what the config asks to evaluate."""
+    if cfg.run_id:
+        run_json = storage.join(cfg.artifact_root, "runs", cfg.run_id, "run.json")
+        if not storage.exists(run_json):
+            raise EvaluateError(f"run {cfg.run_id}: no run.json under {cfg.artifact_root}/runs (train it first)")
+        record = storage.read_json(run_json)
+        if record.get("status") != "succeeded" or not record.get("final_generator"):
+            raise EvaluateError(f"run {cfg.run_id} has status {record.get('status')!r} and no final generator: "
+                                "only finished runs are evaluated")
+        model = cfg.model_uri or record["final_generator"]
+        return model, cfg.dataset_id or record["dataset_id"], cfg.output or eval_uri(cfg.artifact_root, cfg.run_id), record
+    if cfg.model_uri:
+        if not cfg.output:
+            raise EvaluateError("evaluating --model-uri without --run-id needs --output (where the results go)")
+        dataset_id = cfg.dataset_id
+        if not dataset_id and registry.is_version_folder(cfg.model_uri):
+            dataset_id = registry.card(cfg.model_uri).get("dataset_id")
+        if not dataset_id:
+            raise EvaluateError("no dataset to evaluate on: pass --dataset-id")
+        return cfg.model_uri, dataset_id, cfg.output, {}
+    raise EvaluateError("nothing to evaluate: pass --run-id (a trained run) or --model-uri")
+
+
+def run(cfg: Config) -> dict:
+    """Evaluate; returns metrics.json's content (with 'decision'). A committed eval is reused unless force."""
+    model_uri, dataset_id, out, record = _target(cfg)
+    ev, scale = cfg.evaluate, cfg.preprocess.scale
+    existing = decision(out)
+    if existing and not cfg.force:
+        log.info("%s: already evaluated (%s); --force re-evaluates", out, existing["decision"])
+        return storage.read_json(storage.join(out, "metrics.json"))
+    started = time.time()
+    dataset_uri = dataset.dataset_uri(cfg.artifact_root, dataset_id)
+    rows = eval_split(dataset_uri)
+    try:
+        model = upscaler.load(model_uri)
+    except registry.RegistryError as exc:
+        raise EvaluateError(str(exc)) from None
+    log.info("evaluating %s on %d eval images of dataset %s", model.source, len(rows), dataset_id)
+    sr = super_resolve(model, rows, ev.eval_batch_size)
+    per_image = score(rows, sr, scale)
+    summary = summarize(per_image)
+
+    root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
+    baseline_version, baseline = registry.latest(root), None
+    if baseline_version is not None:
+        baseline_model = upscaler.load(root, baseline_version)
+        baseline = summarize(score(rows, super_resolve(baseline_model, rows, ev.eval_batch_size), scale))
+        log.info("current model (version %d): PSNR %.3f dB on the same images", baseline_version, baseline["psnr_rgb"])
+    ok, reasons = bless(summary, baseline, baseline_version, ev.bless_min_gain_db, ev.bless_tolerance_db)
+
+    extra = {}
+    folder_rows = folder_sr = folder_scores = None
+    if ev.eval_images:
+        folder_rows = image_folder(ev.eval_images, scale)
+        folder_sr = super_resolve(model, folder_rows, 1)
+        folder_scores = score(folder_rows, folder_sr, scale)
+        extra = {"uri": ev.eval_images, **summarize(folder_scores)}
+
+    result = {
+        "decision": BLESSED if ok else NOT_BLESSED,
+        "reasons": reasons,
+        "model": model.source,
+        "model_kind": model.kind,
+        "run_id": cfg.run_id,
+        "dataset_id": dataset_id,
+        "eval_split": summary,
+        "eval_images": extra or None,
+        "baseline": {"model": f"{root}/{baseline_version}", "version": baseline_version, "eval_split": baseline}
+        if baseline else None,
+        "thresholds": {"bless_min_gain_db": ev.bless_min_gain_db, "bless_tolerance_db": ev.bless_tolerance_db},
+        "convention": metrics.convention(scale),
+        "code_version": provenance.code_version(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.time() - started, 1),
+    }
+    history_uri = storage.join(cfg.artifact_root, "runs", cfg.run_id, "history.jsonl") if cfg.run_id else None
+    if existing:  # --force: replace the committed evaluation
+        storage.delete(out, recursive=True)
+    with storage.staged_output(out, result["decision"]) as d:
+        def put(rel: str, data: bytes | str):
+            path = os.path.join(d, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+        csv_text = _csv(per_image, "eval")
+        if folder_scores:
+            csv_text += _csv(folder_scores, f"images:{storage.basename(ev.eval_images)}").split("\n", 1)[1]
+        put("per_image.csv", csv_text)
+        for i, png in enumerate(_grids(rows, sr, per_image, ev.grid_images, scale)):
+            put(f"grids/eval-{i:03d}.png", png)
+        if folder_rows:
+            for r, png in zip(folder_rows, _grids(folder_rows, folder_sr, folder_scores, ev.grid_images, scale)):
+                put(f"grids/{_safe(storage.basename(ev.eval_images))}-{_safe(os.path.splitext(r['name'])[0])}.png", png)
+        if history_uri and storage.exists(history_uri):
+            curve = plots.loss_curve(plots.read_history(storage.read_text(history_uri)))
+            if curve:
+                put("loss_curve.png", curve)
+        put("metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+        put(result["decision"], json.dumps({"decision": result["decision"], "reasons": reasons}, indent=2) + "\n")
+    log.info("%s: %s", result["decision"], "; ".join(reasons))
+    log.info("PSNR (RGB) %.3f dB vs bicubic %.3f dB (%+.3f); metrics and grids in %s", summary["psnr_rgb"],
+             summary["bicubic_psnr_rgb"], summary["gain_psnr_rgb"], out)
+    return result

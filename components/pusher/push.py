@@ -1,0 +1,138 @@
+"""The pusher: exports a blessed run as the next version of `models/<name>/`.
+
+A version folder (DESIGN.md): a SavedModel whose `serving_default` maps uint8 [b, h, w, 3] (any h, w)
+to uint8 [b, 4h, 4w, 3] and loads with plain TensorFlow; `generator.keras` for warm starts;
+`model.json` (metrics, lineage, licence note, sha256 of every other file), written last. Version
+numbers are claimed atomically, and LATEST moves only to blessed versions (see components.registry).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+import tempfile
+
+from components import dataset, provenance, registry, storage
+from components.config import Config
+
+log = logging.getLogger("push")
+SIGNATURE = {"name": "serving_default", "inputs": {"images": "uint8 [batch, height, width, 3]"},
+             "outputs": {"sr": "uint8 [batch, 4*height, 4*width, 3]"}}
+
+
+class PushError(RuntimeError):
+    """The run cannot be pushed (not evaluated, not blessed, no generator); the message says why."""
+
+
+def export_saved_model(generator_keras: str, out_dir: str) -> None:
+    """Write the generator as a SavedModel with a uint8 -> uint8 `serving_default` into `out_dir`."""
+    import keras
+    import tensorflow as tf
+
+    from components import models
+
+    generator = keras.saving.load_model(generator_keras, compile=False)
+    archive = keras.export.ExportArchive()
+    archive.track(generator)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve(images):
+        # The same [-1, 1] mapping and uint8 rounding as training and evaluation (components.models).
+        return {"sr": models.to_uint8(generator(models.to_unit(images), training=False))}
+
+    archive.add_endpoint("serving_default", serve)
+    archive.write_out(out_dir, verbose=False)
+
+
+def _already_pushed(root: str, run_id: str, generator_sha: str, blessed: bool) -> dict | None:
+    for v in reversed(registry.versions(root)):
+        c = registry.card(registry.version_uri(root, v))
+        if c.get("run_id") == run_id and c.get("files", {}).get("generator.keras") == generator_sha \
+                and bool(c.get("blessed")) == blessed:
+            return c
+    return None
+
+
+def run(cfg: Config) -> dict:
+    """Push the run `cfg.run_id`; returns the model card (with 'uri'). Idempotent per run + generator."""
+    from components import evaluator
+
+    if not cfg.run_id:
+        raise PushError("pass --run-id: the run to push")
+    run_folder = storage.join(cfg.artifact_root, "runs", cfg.run_id)
+    run_json = storage.join(run_folder, "run.json")
+    if not storage.exists(run_json):
+        raise PushError(f"run {cfg.run_id}: no run.json under {cfg.artifact_root}/runs")
+    record = storage.read_json(run_json)
+    generator_uri = record.get("final_generator")
+    if record.get("status") != "succeeded" or not generator_uri:
+        raise PushError(f"run {cfg.run_id} has status {record.get('status')!r}: only finished runs are pushed")
+    eval_folder = evaluator.eval_uri(cfg.artifact_root, cfg.run_id)
+    verdict = evaluator.decision(eval_folder)
+    if verdict is None:
+        raise PushError(f"run {cfg.run_id} has not been evaluated: run jobs/evaluate.py --run-id {cfg.run_id} first")
+    blessed = verdict["decision"] == evaluator.BLESSED
+    if not blessed and not cfg.push.push_unblessed:
+        raise PushError(f"run {cfg.run_id} is NOT_BLESSED, nothing pushed ({'; '.join(verdict['reasons'])}). "
+                        "--push-unblessed exports it anyway, as a version LATEST never points to")
+    if not blessed:
+        for line in ("!" * 78, f"FORCED PUSH of run {cfg.run_id}, which the evaluator did NOT bless:",
+                     *verdict["reasons"], "The version is marked blessed=false; LATEST will not point to it.",
+                     "!" * 78):
+            log.warning(line)
+
+    root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
+    local_generator = storage.stage_in(generator_uri)
+    generator_sha = registry.sha256_file(local_generator)
+    previous = None if cfg.force else _already_pushed(root, cfg.run_id, generator_sha, blessed)
+    if previous:
+        uri = registry.version_uri(root, previous["version"])
+        log.info("run %s is already version %s (%s); nothing to do", cfg.run_id, previous["version"], uri)
+        if blessed:
+            registry.update_latest(root)
+        return {**previous, "uri": uri, "already_pushed": True}
+
+    eval_metrics = storage.read_json(storage.join(eval_folder, "metrics.json"))
+    dataset_info = dataset.load_info(record["dataset_uri"])
+    staging = tempfile.mkdtemp(prefix="push-")
+    try:
+        local = os.path.join(staging, "version")
+        export_saved_model(local_generator, local)
+        shutil.copyfile(local_generator, os.path.join(local, "generator.keras"))
+        version = registry.claim_version(root, {"run_id": cfg.run_id})
+        train = record.get("config", {})
+        card = {
+            "format_version": 1,
+            "name": cfg.push.model_name,
+            "version": version,
+            "blessed": blessed,
+            "forced": not blessed,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "run_id": cfg.run_id,
+            "dataset_id": record["dataset_id"],
+            "scale": dataset_info["preprocess"]["scale"],
+            "signature": SIGNATURE,
+            "generator": {k: train.get(k) for k in ("generator_width", "generator_blocks", "residual_over_bicubic")},
+            "metrics": {"decision": verdict["decision"], "reasons": verdict["reasons"],
+                        "eval_split": eval_metrics.get("eval_split"), "eval_images": eval_metrics.get("eval_images"),
+                        "baseline": eval_metrics.get("baseline"), "convention": eval_metrics.get("convention")},
+            "lineage": {
+                "run": run_folder, "dataset": record["dataset_uri"], "dataset_input": dataset_info.get("input"),
+                "dataset_statistics": dataset_info.get("statistics"), "warm_start": train.get("warm_start"),
+                "vgg_features": record.get("vgg_features"), "schedule": record.get("schedule"),
+                "training_code_version": record.get("code_version"), "push_code_version": provenance.code_version(),
+                "package_versions": record.get("package_versions"),
+            },
+            "data_licence": cfg.push.data_licence,
+            "files": registry.file_hashes(local),
+        }
+        storage.write_json(os.path.join(local, registry.MODEL_CARD), card)
+        uri = registry.commit_version(local, root, version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    latest = registry.update_latest(root) if blessed else registry.latest(root)
+    log.info("pushed run %s as %s (version %d, %s); LATEST -> %s", cfg.run_id, uri, version,
+             "blessed" if blessed else "NOT blessed", latest)
+    return {**card, "uri": uri, "latest": latest}

@@ -1,0 +1,204 @@
+"""The model registry: `models/<name>/<version>/` folders under the artifact root, and `LATEST`.
+
+A version folder is a SavedModel (TF Serving layout: the version is the folder name) plus
+`generator.keras` and `model.json`, the model card. `model.json` is the commit marker: it is written
+last and holds the sha256 of every other file, so a version without it is not visible, and a copy
+whose files do not match it is rejected. Version numbers are claimed with an atomic create of
+`.claims/<n>` (O_EXCL locally, a conditional PUT on S3), so two pushers never get the same number.
+`LATEST` holds the highest *blessed* committed version and is written after the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+
+from components import storage
+
+log = logging.getLogger("registry")
+MODEL_CARD = "model.json"
+LATEST = "LATEST"
+CLAIMS = ".claims"
+
+
+class RegistryError(RuntimeError):
+    """A model or version is missing, incomplete, or its files do not match its model card."""
+
+
+def model_root(artifact_root: str, name: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise RegistryError(f"model name {name!r}: use a plain folder name")
+    return storage.join(artifact_root, "models", name)
+
+
+def version_uri(root: str, version: int) -> str:
+    return storage.join(root, str(int(version)))
+
+
+def versions(root: str) -> list[int]:
+    """Committed versions (their model card exists), ascending."""
+    return [int(d) for d in sorted(storage.list_dirs(root), key=lambda d: int(d) if d.isdigit() else -1)
+            if d.isdigit() and storage.exists(storage.join(root, d, MODEL_CARD))]
+
+
+def latest(root: str) -> int | None:
+    uri = storage.join(root, LATEST)
+    if not storage.exists(uri):
+        return None
+    text = storage.read_text(uri).strip()
+    if not text.isdigit():
+        raise RegistryError(f"{uri}: expected a version number, found {text[:40]!r}")
+    return int(text)
+
+
+def card(version_folder: str) -> dict:
+    uri = storage.join(version_folder, MODEL_CARD)
+    if not storage.exists(uri):
+        raise RegistryError(f"{version_folder}: no {MODEL_CARD} (not a committed model version)")
+    return storage.read_json(uri)
+
+
+def is_version_folder(uri: str) -> bool:
+    return storage.exists(storage.join(uri, MODEL_CARD))
+
+
+def resolve(model_uri: str, version: str | int | None = None) -> str:
+    """The version folder a `--model-uri` (+ `--version N|latest`) names.
+
+    `model_uri` is a version folder itself, or a `models/<name>` folder (then `version`, default latest).
+    """
+    if is_version_folder(model_uri):
+        if version not in (None, "latest") and str(card(model_uri).get("version")) != str(version):
+            raise RegistryError(f"{model_uri} is version {card(model_uri).get('version')}, not {version}")
+        return model_uri
+    if version in (None, "latest"):
+        v = latest(model_uri)
+        if v is None:
+            found = versions(model_uri)
+            hint = f" (unblessed versions there: {found})" if found else ""
+            raise RegistryError(f"{model_uri}: no {LATEST} (no blessed model pushed yet){hint}")
+    else:
+        if not str(version).isdigit():
+            raise RegistryError(f"version {version!r}: use a number or 'latest'")
+        v = int(version)
+    uri = version_uri(model_uri, v)
+    if not is_version_folder(uri):
+        raise RegistryError(f"{uri}: version {v} does not exist or is not committed")
+    return uri
+
+
+# ----------------------------------------------------------------------------- pushing
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_hashes(local_dir: str) -> dict:
+    """{relative path: sha256} of every file in a local version folder except the model card."""
+    out = {}
+    for base, _dirs, files in os.walk(local_dir):
+        for name in files:
+            rel = os.path.relpath(os.path.join(base, name), local_dir).replace(os.sep, "/")
+            if rel != MODEL_CARD:
+                out[rel] = sha256_file(os.path.join(base, name))
+    return dict(sorted(out.items()))
+
+
+def claim_version(root: str, owner: dict) -> int:
+    """An unused version number, reserved atomically (one past every claimed or existing one)."""
+    taken = [int(d) for d in storage.list_dirs(root) if d.isdigit()]
+    claims_uri = storage.join(root, CLAIMS)
+    taken += [int(storage.basename(f)) for f in (storage.list_files(claims_uri) if storage.exists(claims_uri) else [])
+              if storage.basename(f).isdigit()]
+    n = max(taken, default=0) + 1
+    payload = json.dumps({**owner, "claim": uuid.uuid4().hex}).encode()
+    for _ in range(1000):
+        if storage.create_exclusive(storage.join(claims_uri, str(n)), payload):
+            return n
+        n += 1  # another pusher took it a moment ago
+    raise RegistryError(f"{root}: could not claim a version number")
+
+
+def commit_version(local_dir: str, root: str, version: int) -> str:
+    """Publish a finished local version folder as `version`; the model card goes last.
+
+    saved_model.pb goes just before it, after the variables, so a TF Serving that polls the folder
+    never loads a graph whose variables are still uploading.
+    """
+    uri = version_uri(root, version)
+    storage.publish_dir(local_dir, uri, MODEL_CARD, late=("saved_model.pb",))
+    return uri
+
+
+def update_latest(root: str) -> int | None:
+    """Point LATEST at the highest committed blessed version; re-check after writing, so two pushers
+    finishing together converge on the highest one."""
+    for _ in range(10):
+        blessed = [v for v in versions(root) if card(version_uri(root, v)).get("blessed")]
+        if not blessed:
+            return None
+        best = max(blessed)
+        storage.write_text(storage.join(root, LATEST), f"{best}\n")
+        if max(v for v in versions(root) if card(version_uri(root, v)).get("blessed")) == best:
+            return best
+    return best
+
+
+# ----------------------------------------------------------------------------- pulling
+
+def verify(local_dir: str, model_card: dict) -> None:
+    """Every file the card lists is there with its sha256, and no file is there that it does not list."""
+    expected = model_card.get("files") or {}
+    if not expected:
+        raise RegistryError(f"{local_dir}: the model card lists no files")
+    actual = file_hashes(local_dir)
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])
+    if missing or extra or wrong:
+        parts = [f"{label}: {', '.join(names[:5])}" for label, names in
+                 (("sha256 mismatch", wrong), ("missing", missing), ("not in the model card", extra)) if names]
+        raise RegistryError("checksum verification failed (" + "; ".join(parts) + ")")
+
+
+def pull(model_uri: str, output: str, version: str | int | None = None, force: bool = False) -> dict:
+    """Download a version to the local folder `output` and verify it; on any mismatch nothing is left.
+
+    Returns the model card. The copy is built beside `output` and renamed into place once verified.
+    """
+    source = resolve(model_uri, version)
+    model_card = card(source)
+    dest = os.path.abspath(output)
+    if os.path.exists(dest) and os.listdir(dest):
+        if not force:
+            raise RegistryError(f"{output} exists and is not empty (use --force to replace it)")
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.partial-", dir=parent)
+    try:
+        for f in storage.list_files(source):
+            storage.download_file(f, os.path.join(tmp, storage.relpath(f, source)))
+        verify(tmp, model_card)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
+        if os.path.exists(dest):
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, RegistryError):
+            raise RegistryError(f"pull of {source} failed, nothing kept: {exc}") from None
+        raise
+    log.info("pulled %s (version %s) to %s; %d files verified", source, model_card.get("version"), dest,
+             len(model_card["files"]))
+    return model_card

@@ -1,0 +1,120 @@
+"""The pipeline: preprocess -> train -> evaluate -> push with one config (scheduled retraining's entry).
+
+Idempotent: the dataset id fingerprints the inputs, the run id is derived from it (and from the model
+a warm start begins at), and every step whose committed output exists is skipped. Before training it
+compares the new dataset's statistics with those of the data behind the current model and records a
+drift warning past `drift_threshold`. What it did goes to `runs/<run-id>/pipeline.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+import time
+
+import numpy as np
+
+from components import registry, storage
+from components.config import Config
+
+log = logging.getLogger("pipeline")
+
+
+def drift(new_stats: dict | None, old_stats: dict | None, threshold: float) -> dict:
+    """Per-channel shift of the HR mean in units of the old data's std (and the std ratio)."""
+    if not new_stats or not old_stats:
+        return {"checked": False, "reason": "no statistics to compare (first model, or none recorded)"}
+    new_mean, old_mean = np.asarray(new_stats["hr_mean"]), np.asarray(old_stats["hr_mean"])
+    old_std = np.maximum(np.asarray(old_stats["hr_std"]), 1e-6)
+    shift = np.abs(new_mean - old_mean) / old_std
+    std_ratio = np.asarray(new_stats["hr_std"]) / old_std
+    worst = float(shift.max())
+    out = {"checked": True, "mean_shift_in_std": [round(float(v), 4) for v in shift],
+           "std_ratio": [round(float(v), 4) for v in std_ratio], "max_mean_shift_in_std": round(worst, 4),
+           "threshold": threshold, "drifted": worst > threshold}
+    if out["drifted"]:
+        out["warning"] = (f"data drift: a channel mean moved by {worst:.2f} std (threshold {threshold}) "
+                          "from the data the current model was trained on")
+    return out
+
+
+def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
+    """Run every step (skipping committed ones); returns the summary written to pipeline.json."""
+    from components import evaluator, examples, pusher, trainer
+
+    cfg = copy.deepcopy(cfg)
+    steps, started = [], time.time()
+
+    def step(name: str, status: str, t0: float, **details):
+        steps.append({"step": name, "status": status, "seconds": round(time.time() - t0, 1), **details})
+        log.info("pipeline: %s %s %s", name, status, details or "")
+
+    t0 = time.time()
+    info = examples.run(cfg, beam_args)
+    cfg.dataset_id = info["dataset_id"]
+    step("preprocess", "skipped (committed)" if info.get("skipped") else "ran", t0, dataset_id=cfg.dataset_id,
+         num_train=info["num_train"], num_eval=info["num_eval"], num_rejected=info.get("num_rejected"))
+
+    root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
+    current = registry.latest(root)
+    current_card = registry.card(registry.version_uri(root, current)) if current is not None else None
+    drift_report = drift(info.get("statistics"), (current_card or {}).get("lineage", {}).get("dataset_statistics"),
+                         cfg.pipeline.drift_threshold)
+    if drift_report.get("warning"):
+        log.warning("%s", drift_report["warning"])
+
+    suffix = ""
+    if cfg.pipeline.warm_start_latest and not cfg.train.warm_start:
+        if current is None:
+            log.info("warm_start_latest: no model pushed yet; training from scratch")
+        else:
+            cfg.train.warm_start = registry.version_uri(root, current)
+            suffix = f"-from-v{current}"
+    cfg.run_id = cfg.run_id or f"retrain-{cfg.dataset_id}{suffix}"
+
+    t0 = time.time()
+    run_json = storage.join(trainer.run_uri(cfg.artifact_root, cfg.run_id), "run.json")
+    done = storage.exists(run_json) and storage.read_json(run_json).get("status") == "succeeded"
+    if done and not cfg.force:
+        record = storage.read_json(run_json)
+        step("train", "skipped (run finished)", t0, run_id=cfg.run_id)
+    else:
+        record = trainer.run(cfg)
+        step("train", "ran", t0, run_id=cfg.run_id, warm_start=cfg.train.warm_start,
+             final_metrics={k: v for k, v in (record.get("final_metrics") or {}).items() if isinstance(v, (int, float))})
+
+    t0 = time.time()
+    eval_folder = evaluator.eval_uri(cfg.artifact_root, cfg.run_id)
+    already = evaluator.decision(eval_folder) is not None and not cfg.force
+    result = evaluator.run(cfg)
+    step("evaluate", "skipped (committed)" if already else "ran", t0, decision=result["decision"],
+         psnr_rgb=result["eval_split"]["psnr_rgb"], bicubic_psnr_rgb=result["eval_split"]["bicubic_psnr_rgb"],
+         reasons=result["reasons"])
+
+    t0 = time.time()
+    pushed = None
+    if result["decision"] == evaluator.BLESSED:
+        card = pusher.run(cfg)
+        pushed = {"version": card["version"], "uri": card["uri"]}
+        step("push", "skipped (already pushed)" if card.get("already_pushed") else "ran", t0, **pushed)
+    else:
+        step("push", "skipped (NOT_BLESSED)", t0)
+
+    summary = {
+        "run_id": cfg.run_id,
+        "dataset_id": cfg.dataset_id,
+        "steps": steps,
+        "decision": result["decision"],
+        "reasons": result["reasons"],
+        "eval": eval_folder,
+        "pushed": pushed,
+        "latest": registry.latest(root),
+        "previous_latest": current,
+        "drift": drift_report,
+        "warnings": [w for w in [drift_report.get("warning")] if w],
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(time.time() - started, 1),
+    }
+    storage.write_json(storage.join(trainer.run_uri(cfg.artifact_root, cfg.run_id), "pipeline.json"), summary)
+    return summary

@@ -1,0 +1,236 @@
+"""Using a trained generator: load it from any model URI, upscale arrays (tiled) and image files.
+
+Shared by the evaluator (candidate and baseline models), the upscale command and the benchmarks.
+A model is anything `load()` accepts: an exported version folder (its SavedModel is used: what users
+pull), a `models/<name>` folder (LATEST, or `version`), a `generator.keras` file or a folder holding
+one (a run folder). Every model is driven the same way: uint8 [b, h, w, 3] -> uint8 [b, 4h, 4w, 3].
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+
+import numpy as np
+
+from components import storage
+
+log = logging.getLogger("upscale")
+WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
+            ".tiff": "TIFF"}
+
+
+class UpscaleError(RuntimeError):
+    """The model or an input cannot be used; the message says which and why."""
+
+
+class Upscaler:
+    """A callable uint8 [b, h, w, 3] -> uint8 [b, 4h, 4w, 3], whatever the model was saved as."""
+
+    def __init__(self, fn, source: str, kind: str, scale: int = 4):
+        self.fn, self.source, self.kind, self.scale = fn, source, kind, scale
+
+    def __call__(self, lr_uint8: np.ndarray) -> np.ndarray:
+        lr_uint8 = np.asarray(lr_uint8)
+        if lr_uint8.ndim != 4 or lr_uint8.shape[-1] != 3 or lr_uint8.dtype != np.uint8:
+            raise ValueError(f"expected uint8 [b, h, w, 3], got {lr_uint8.dtype} {lr_uint8.shape}")
+        return np.asarray(self.fn(lr_uint8))
+
+
+def load(model_uri: str, version: str | int | None = None) -> Upscaler:
+    """An Upscaler for a version folder, a models/<name> folder, a generator.keras or a run folder."""
+    from components import registry
+    from components.trainer.checkpoint import find_generator
+
+    if registry.is_version_folder(model_uri) or storage.exists(storage.join(model_uri, registry.LATEST)) \
+            or version is not None:
+        folder = registry.resolve(model_uri, version)
+        return _from_saved_model(storage.stage_in(folder), folder)
+    if storage.exists(storage.join(model_uri, "saved_model.pb")):
+        return _from_saved_model(storage.stage_in(model_uri), model_uri)
+    keras_file = find_generator(model_uri)
+    if keras_file is None:
+        raise UpscaleError(f"{model_uri}: not a model (no model.json, LATEST, saved_model.pb or generator.keras)")
+    return _from_keras(keras_file)
+
+
+def _from_saved_model(local_dir: str, source: str) -> Upscaler:
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(local_dir).signatures["serving_default"]
+    return Upscaler(lambda x: serve(images=tf.constant(x))["sr"].numpy(), source, "saved_model")
+
+
+def _from_keras(keras_uri: str) -> Upscaler:
+    import keras
+    import tensorflow as tf
+
+    from components import models
+
+    generator = keras.saving.load_model(storage.stage_in(keras_uri), compile=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], reduce_retracing=True)
+    def run(x):
+        return models.to_uint8(generator(models.to_unit(x), training=False))
+
+    return Upscaler(lambda x: run(x).numpy(), keras_uri, "keras")
+
+
+# ----------------------------------------------------------------------------- arrays
+
+def tiles(height: int, width: int, tile: int, overlap: int):
+    """(core box, context box) per tile in LR pixels; boxes are (top, left, bottom, right).
+
+    The cores cover the image without overlap; each context adds up to `overlap` pixels of real
+    image around its core (not padding), so a tile sees what the whole-image pass would see nearby.
+    """
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            core = (top, left, min(top + tile, height), min(left + tile, width))
+            ctx = (max(0, top - overlap), max(0, left - overlap), min(height, core[2] + overlap),
+                   min(width, core[3] + overlap))
+            yield core, ctx
+
+
+def upscale_array(model: Upscaler, rgb: np.ndarray, tile: int = 128, overlap: int = 16, batch: int = 4,
+                  progress=None) -> np.ndarray:
+    """uint8 [H, W, 3] -> uint8 [sH, sW, 3]. Images larger than one tile are cut into tiles with
+    `overlap` LR pixels of context; tiles of equal shape run as one batch. Memory is bounded by
+    `batch` tiles of (tile + 2 overlap)^2, plus the output image."""
+    if tile < 1 or overlap < 0:
+        raise UpscaleError(f"tile_size must be >= 1 and tile_overlap >= 0 (got {tile}, {overlap})")
+    s = model.scale
+    h, w = rgb.shape[:2]
+    if h <= tile and w <= tile:
+        out = model(rgb[None])[0]
+        if progress:
+            progress(1)
+        return out
+    out = np.empty((h * s, w * s, 3), np.uint8)
+    groups: dict[tuple, list] = {}
+    for core, ctx in tiles(h, w, tile, overlap):
+        groups.setdefault((ctx[2] - ctx[0], ctx[3] - ctx[1]), []).append((core, ctx))
+    for items in groups.values():
+        for i in range(0, len(items), batch):
+            chunk = items[i:i + batch]
+            sr = model(np.stack([rgb[c[0]:c[2], c[1]:c[3]] for _core, c in chunk]))
+            for (core, ctx), tile_sr in zip(chunk, sr):
+                t, l = (core[0] - ctx[0]) * s, (core[1] - ctx[1]) * s
+                out[core[0] * s:core[2] * s, core[1] * s:core[3] * s] = \
+                    tile_sr[t:t + (core[2] - core[0]) * s, l:l + (core[3] - core[1]) * s]
+            if progress:
+                progress(len(chunk))
+    return out
+
+
+def tile_count(height: int, width: int, tile: int) -> int:
+    if height <= tile and width <= tile:
+        return 1
+    return -(-height // tile) * -(-width // tile)
+
+
+# ----------------------------------------------------------------------------- files
+
+def read_image(data: bytes):
+    """(rgb uint8 [H, W, 3], alpha uint8 [H, W] or None, was_grayscale) of any Pillow-readable image."""
+    from PIL import Image
+
+    from components import images
+
+    rgba = images.decode_rgb(data, keep_alpha=True)
+    with Image.open(io.BytesIO(data)) as img:
+        mode = img.mode
+        has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    gray = mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+    return np.ascontiguousarray(rgba[..., :3]), (rgba[..., 3] if has_alpha else None), gray
+
+
+def upscale_decoded(model: Upscaler, decoded: tuple, out_format: str, tile: int, overlap: int,
+                    progress=None) -> bytes:
+    """A `read_image` result in, one encoded image (4x) out; alpha upscaled separately (bicubic),
+    grayscale stays grayscale."""
+    from PIL import Image
+
+    rgb, alpha, gray = decoded
+    sr = upscale_array(model, rgb, tile, overlap, progress=progress)
+    if gray:
+        img = Image.fromarray(np.round(sr.astype(np.float32).mean(-1)).astype(np.uint8), "L")
+    else:
+        img = Image.fromarray(sr, "RGB")
+    if alpha is not None:
+        a = Image.fromarray(alpha, "L").resize(img.size, Image.Resampling.BICUBIC)
+        img = Image.merge("LA" if gray else "RGBA", [*img.split(), a])
+    buf = io.BytesIO()
+    img.save(buf, format=out_format, **({"quality": 95} if out_format in ("JPEG", "WEBP") else {}))
+    return buf.getvalue()
+
+
+def output_name(rel: str, has_alpha: bool) -> tuple[str, str]:
+    """(output relative path, Pillow format): same format where Pillow writes it and it can hold the
+    pixels, else PNG."""
+    stem, ext = os.path.splitext(rel)
+    ext = ext.lower()
+    fmt = WRITABLE.get(ext)
+    if fmt is None or (has_alpha and fmt in ("JPEG", "BMP")):
+        return stem + ".png", "PNG"
+    return stem + ext, fmt
+
+
+def plan_files(inputs: list[str], output: str, extensions) -> list[tuple[str, str]]:
+    """(input URI, output relative path) for files and folders (recursively) given as inputs."""
+    plan = []
+    for given in inputs:
+        if storage.isdir(given):
+            for f in storage.list_files(given):
+                if storage.matches_extension(f, extensions):
+                    plan.append((f, storage.join(storage.basename(given), storage.relpath(f, given))
+                                 if len(inputs) > 1 else storage.relpath(f, given)))
+        elif storage.exists(given):
+            plan.append((given, storage.basename(given)))
+        else:
+            raise UpscaleError(f"{given}: no such file or folder")
+    if not plan:
+        raise UpscaleError("no images found in the inputs")
+    out_root = storage.normalize(output).rstrip("/")
+    for f, _rel in plan:
+        if storage.normalize(f) == out_root or storage.normalize(f).startswith(out_root + "/"):
+            raise UpscaleError(f"{f} is inside the output folder {output}: choose another --output "
+                               "(inputs are never overwritten)")
+    return plan
+
+
+def upscale_files(model: Upscaler, inputs: list[str], output: str, tile: int = 128, overlap: int = 16,
+                  extensions=(".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"),
+                  force: bool = False) -> list[dict]:
+    """Upscale every image in `inputs` into the folder `output`. Unreadable files are reported and
+    skipped (never a traceback); existing outputs are kept unless `force`. Returns one row per input."""
+    from tqdm import tqdm
+
+    from components import images
+
+    plan = plan_files(inputs, output, extensions)
+    rows = []
+    started = time.time()
+    with tqdm(total=len(plan), unit="img", desc="upscale", dynamic_ncols=True) as bar:
+        for src, rel in plan:
+            row = {"input": src}
+            try:
+                decoded = read_image(storage.read_bytes(src))
+                out_rel, fmt = output_name(rel, decoded[1] is not None)
+                dest = storage.join(output, out_rel)
+                row["output"] = dest
+                if storage.exists(dest) and not force:
+                    row["status"] = "exists (kept; --force replaces it)"
+                else:
+                    storage.write_bytes(dest, upscale_decoded(model, decoded, fmt, tile, overlap))
+                    row["status"] = "ok"
+            except images.ImageRejected as exc:
+                row["status"] = f"skipped: {exc.reason}: {exc.details}"
+                log.warning("%s: %s", src, row["status"])
+            rows.append(row)
+            bar.update(1)
+    log.info("upscaled %d of %d images in %.1f s -> %s", sum(r["status"] == "ok" for r in rows), len(rows),
+             time.time() - started, output)
+    return rows

@@ -1,0 +1,40 @@
+"""Evaluator component: a run's generator (or a model) on the dataset's eval split -> runs/<run-id>/eval/.
+
+    python jobs/evaluate.py --run-id RUN [--eval-images ../shared/data/benchmarks/Set5]
+    python jobs/evaluate.py --model-uri artifacts/models/srgan-x4 --dataset-id ds-... --output DIR
+
+Writes metrics.json, per_image.csv, grids/*.png, loss_curve.png and BLESSED or NOT_BLESSED (the
+decision and its reasons; written last). Exit code 0 either way: the decision is data, not an error.
+"""
+
+import dataclasses
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from components import cli, config  # noqa: E402
+
+KEYS = (["artifact_root", "run_id", "dataset_id", "model_uri", "output", "force", "model_name", "scale"]
+        + [f.name for f in dataclasses.fields(config.EvaluateConfig)])
+
+
+def build_parser():
+    return cli.parser(__doc__, KEYS)
+
+
+def main(argv=None):
+    cfg = config.from_args(build_parser().parse_args(argv), KEYS)
+
+    from components import evaluator
+    result = evaluator.run(cfg)
+    split = result["eval_split"]
+    print(f"{result['decision']}: PSNR (RGB) {split['psnr_rgb']:.3f} dB, bicubic {split['bicubic_psnr_rgb']:.3f} dB "
+          f"({split['gain_psnr_rgb']:+.3f} dB) on {split['num_images']} eval images")
+    for reason in result["reasons"]:
+        print(f"  {reason}")
+    print(f"metrics and comparison grids: {cfg.output or evaluator.eval_uri(cfg.artifact_root, cfg.run_id)}")
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_main(main))
