@@ -263,37 +263,6 @@ def test_ray_job_submit_to_a_running_cluster(tiny_dataset, tmp_path):
     assert run["status"] == "succeeded" and run["final_metrics"]["step"] == 2
 
 
-def test_pipeline_preprocesses_trains_and_is_idempotent(tmp_path):
-    """jobs/pipeline.py: images -> dataset -> run, one command; a second run on the same inputs trains nothing."""
-    root = str(tmp_path / "root")
-    photos = str(tmp_path / "photos")
-    from PIL import Image
-    os.makedirs(photos)
-    for name in ("astronaut", "coffee", "chelsea", "rocket"):
-        for r, c, tile in sample_data.tiles(sample_data.photo(name)):
-            Image.fromarray(tile).save(os.path.join(photos, f"{name}_{r}_{c}.png"))
-    env, ray_tmp = _env(tmp_path)
-    cmd = [sys.executable, os.path.join(REPO, "jobs", "pipeline.py"), "--input", photos, "--artifact-root", root,
-           "--eval-count", "4", *TINY, "--pretrain-steps", "2", "--gan-steps", "1", "--steps-per-epoch", "2",
-           "--content-loss", "pixel"]
-    try:
-        first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        assert first.returncode == 0, first.stderr[-3000:]
-        second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        assert second.returncode == 0, second.stderr[-3000:]
-    finally:
-        kill_processes_of(ray_tmp)
-    (ds_id,) = os.listdir(os.path.join(root, "datasets"))
-    assert f"run retrain-{ds_id}: succeeded" in first.stdout and f"run retrain-{ds_id}: succeeded" in second.stdout
-    assert "already committed" in second.stderr
-    rows = history(root, f"retrain-{ds_id}")
-    assert [r["step"] for r in rows if r["event"] == "resume"] == [3]  # the second run found it finished
-    assert max(r["step"] for r in rows if r["event"] == "checkpoint") == 3  # no step beyond the schedule
-    assert len([r for r in rows if r["event"] == "done"]) == 2
-    run = storage.read_json(storage.join(root, "runs", f"retrain-{ds_id}", "run.json"))
-    assert run["dataset_id"] == ds_id and run["attempts"] == 2
-
-
 def test_warm_start_folder_without_a_generator_is_refused_before_training(tiny_dataset):
     root, ds_id = tiny_dataset  # the artifact root exists, but holds no generator.keras
     out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root,

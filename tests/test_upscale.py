@@ -1,0 +1,136 @@
+"""Upscaling: tiles match the whole-image pass, files of every kind, the CLI's guarantees. No Ray here."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components import models, sample_data, upscaler
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def generator_file(tmp_path_factory):
+    """A small random generator (receptive field ~12 LR pixels), residual over bicubic like the shipped configs."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    g = models.build_generator(width=8, num_blocks=2, residual_over_bicubic=True)
+    path = str(tmp_path_factory.mktemp("gen") / "generator.keras")
+    g.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(generator_file):
+    return upscaler.load(generator_file)
+
+
+def _photo(h, w):
+    return np.ascontiguousarray(sample_data.photo("astronaut")[40:40 + h, 60:60 + w])
+
+
+def test_tiles_cover_the_image_once():
+    boxes = list(upscaler.tiles(70, 45, 32, 8))
+    cover = np.zeros((70, 45), int)
+    for (t, l, b, r), (ct, cl, cb, cr) in boxes:
+        cover[t:b, l:r] += 1
+        assert ct <= t and cl <= l and cb >= b and cr >= r and ct >= 0 and cb <= 70 and cr <= 45
+        assert t - ct <= 8 and b - cb >= -8
+    assert (cover == 1).all() and len(boxes) == 3 * 2
+
+
+def test_tiled_matches_untiled_away_from_seams(model):
+    lr = _photo(96, 80)
+    whole = model(lr[None])[0].astype(int)
+    tiled = upscaler.upscale_array(model, lr, tile=32, overlap=16).astype(int)
+    assert tiled.shape == (384, 320, 3) and whole.shape == tiled.shape
+    # With context wider than the receptive field, seams vanish: within 1 gray level everywhere.
+    assert np.abs(tiled - whole).max() <= 1
+    # Without context the tile borders are visible: the check above can fail.
+    no_context = upscaler.upscale_array(model, lr, tile=32, overlap=0).astype(int)
+    seams = np.abs(no_context - whole)
+    assert seams.max() > 8
+    seam_cols = [32 * 4 - 1, 32 * 4, 64 * 4 - 1, 64 * 4]
+    assert seams[:, seam_cols].mean() > 5 * seams[:, 40:90].mean()
+
+
+def test_small_images_and_odd_sizes(model):
+    for h, w in ((1, 1), (7, 5), (33, 17)):
+        out = upscaler.upscale_array(model, _photo(h, w), tile=16, overlap=4)
+        assert out.shape == (4 * h, 4 * w, 3) and out.dtype == np.uint8
+
+
+def _encode(arr, fmt, mode=None, **kw):
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_files_of_every_kind(model, tmp_path):
+    src = tmp_path / "in"
+    os.makedirs(src / "sub")
+    rgb = _photo(40, 52)
+    (src / "photo.jpg").write_bytes(_encode(rgb, "JPEG", quality=95))
+    rgba = np.concatenate([rgb, np.tile(np.linspace(0, 255, 52, dtype=np.uint8), (40, 1))[..., None]], -1)
+    (src / "alpha.png").write_bytes(_encode(rgba, "PNG"))
+    gray = rgb.mean(-1).astype(np.uint8)
+    (src / "sub" / "gray.png").write_bytes(_encode(gray, "PNG"))
+    gray16 = (gray.astype(np.uint16) * 257)
+    Image.fromarray(gray16).save(src / "sub" / "deep.png")  # 16-bit grayscale
+    (src / "anim.gif").write_bytes(_encode(rgb, "GIF"))
+    (src / "broken.png").write_bytes(_encode(rgb, "PNG")[:300])  # cut short
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    rows = upscaler.upscale_files(model, [str(src)], str(out), tile=16, overlap=8)
+    status = {os.path.relpath(r["input"], src): r["status"] for r in rows}
+    assert status.pop("broken.png").startswith("skipped: truncated_or_corrupt")
+    assert set(status.values()) == {"ok"} and len(status) == 5  # notes.txt is not an image file
+    photo = Image.open(out / "photo.jpg")
+    assert photo.format == "JPEG" and photo.size == (208, 160) and photo.mode == "RGB"
+    alpha = Image.open(out / "alpha.png")
+    assert alpha.mode == "RGBA" and alpha.size == (208, 160)
+    a = np.asarray(alpha)[..., 3].astype(int)
+    assert abs(a[:, 0].mean() - 0) < 3 and abs(a[:, -1].mean() - 255) < 3  # the alpha ramp survived, upscaled
+    for name in ("sub/gray.png", "sub/deep.png"):
+        img = Image.open(out / name)
+        assert img.mode == "L" and img.size == (208, 160), name
+    assert Image.open(out / "anim.png").size == (208, 160)  # GIF is written as PNG
+    # SR output resembles its input: close to bicubic of the same image
+    sr = np.asarray(Image.open(out / "sub" / "gray.png")).astype(float)
+    bic = np.asarray(Image.fromarray(gray).resize((208, 160), Image.Resampling.BICUBIC)).astype(float)
+    assert np.abs(sr - bic).mean() < 12
+    # A second call keeps what is there
+    again = upscaler.upscale_files(model, [str(src / "photo.jpg")], str(out), tile=16, overlap=8)
+    assert again[0]["status"].startswith("exists")
+
+
+def test_cli_never_overwrites_inputs_and_reports_bad_files(generator_file, tmp_path):
+    src = tmp_path / "imgs"
+    os.makedirs(src)
+    (src / "a.png").write_bytes(_encode(_photo(20, 24), "PNG"))
+    before = (src / "a.png").read_bytes()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    job = [sys.executable, os.path.join(REPO, "jobs", "upscale.py"), "--model-uri", generator_file]
+    inside = subprocess.run([*job, str(src), "--output", str(src)], capture_output=True, text=True, env=env, timeout=120)
+    assert inside.returncode == 2 and "inputs are never overwritten" in inside.stderr and "Traceback" not in inside.stderr
+    assert (src / "a.png").read_bytes() == before and os.listdir(src) == ["a.png"]
+    (src / "b.jpg").write_bytes(b"garbage")
+    ok = subprocess.run([*job, str(src), "--output", str(tmp_path / "o"), "--tile-size", "8"], capture_output=True,
+                        text=True, env=env, timeout=120)
+    assert ok.returncode == 1, ok.stderr[-2000:]
+    assert "a.png" in ok.stdout and ": ok" in ok.stdout and "skipped: not_an_image" in ok.stdout
+    assert Image.open(tmp_path / "o" / "a.png").size == (96, 80)
+    missing = subprocess.run([*job, str(tmp_path / "nope.png"), "--output", str(tmp_path / "o2")],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+    not_a_model = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "upscale.py"), "--model-uri", str(src),
+                                  str(src), "--output", str(tmp_path / "o3")], capture_output=True, text=True, env=env,
+                                 timeout=120)
+    assert not_a_model.returncode == 2 and "not a model" in not_a_model.stderr
