@@ -61,6 +61,7 @@ class TrainConfig:
     adversarial_weight: float = 1e-3
     pretrain_learning_rate: float = 1e-4
     g_learning_rate: float = 1e-4
+    lr_decay: str = "constant"        # constant | cosine (generator lr decays to 1% over each phase)
     d_learning_rate: float = 1e-4
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -82,7 +83,7 @@ class TrainConfig:
 
 @dataclass
 class EvaluateConfig:
-    eval_images: Optional[str] = None  # also evaluate on this folder / URI of full-size images (e.g. Set5)
+    eval_images: Optional[str] = None  # also evaluate on these folders / URIs (comma-separated) of full-size images
     eval_batch_size: int = 16
     grid_images: int = 16             # eval images shown in the comparison grids (8 per grid PNG)
     # blessing, on the dataset's eval split, PSNR (RGB) in dB

@@ -52,6 +52,18 @@ def ssim(a, b, crop_border: int = 4, y_channel: bool = False) -> tf.Tensor:
     return tf.image.ssim(a, b, max_val=255.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03)
 
 
+def high_frequency_ratio(sr, hr, crop_border: int = 4) -> float:
+    """Sharpness: energy of the Laplacian of SR's Y channel over that of HR's (1.0 = as much fine detail
+    as the original; bicubic is far below 1, a GAN aims back towards 1; above 1 is noise or ringing)."""
+    a, b = _prepare(sr, hr, crop_border, True)
+    kernel = tf.constant([[0, 1, 0], [1, -4, 1], [0, 1, 0]], tf.float32)[:, :, None, None]
+
+    def energy(y):
+        y = y[None] if y.shape.rank == 3 else y
+        return tf.reduce_mean(tf.square(tf.nn.conv2d(y, kernel, 1, "VALID")))
+    return float(energy(a) / tf.maximum(energy(b), 1e-12))
+
+
 def bicubic_upscale(lr, scale: int = 4) -> tf.Tensor:
     """The baseline every SR result is compared with: bicubic x`scale`, rounded to uint8."""
     lr = tf.convert_to_tensor(lr)
@@ -61,12 +73,13 @@ def bicubic_upscale(lr, scale: int = 4) -> tf.Tensor:
 
 
 def all_metrics(sr, hr, crop_border: int = 4) -> dict:
-    """{'psnr_rgb', 'psnr_y', 'ssim_rgb', 'ssim_y'} as floats, for one image pair (uint8 HWC)."""
+    """{'psnr_rgb', 'psnr_y', 'ssim_rgb', 'ssim_y', 'hf_ratio'} as floats, for one image pair (uint8 HWC)."""
     return {
         "psnr_rgb": float(psnr(sr, hr, crop_border, False)),
         "psnr_y": float(psnr(sr, hr, crop_border, True)),
         "ssim_rgb": float(ssim(sr, hr, crop_border, False)),
         "ssim_y": float(ssim(sr, hr, crop_border, True)),
+        "hf_ratio": high_frequency_ratio(sr, hr, crop_border),
     }
 
 

@@ -56,3 +56,13 @@ def test_bicubic_baselines_match_the_published_figures(name, count, expected):
               for n in sorted(os.listdir(folder)) if n.endswith(".png")]
     assert len(scores) == count  # Set14 has a grayscale image and four sizes that need a modcrop
     assert np.mean(scores) == pytest.approx(expected, abs=0.02)
+
+
+def test_high_frequency_ratio_orders_blur_original_and_noise():
+    hr = metrics.modcrop(sample_data.photo("astronaut"), 4)
+    sr = metrics.bicubic_upscale(degrade(hr)).numpy()
+    assert metrics.high_frequency_ratio(hr, hr) == pytest.approx(1.0)
+    blurred = metrics.high_frequency_ratio(sr, hr)
+    noise = np.random.default_rng(0).normal(0, 12, hr.shape)
+    noisy = metrics.high_frequency_ratio(np.clip(hr + noise, 0, 255).astype(np.uint8), hr)
+    assert 0.05 < blurred < 0.5 and noisy > 1.5

@@ -17,7 +17,7 @@ from PIL import Image
 
 from components import registry, retraining, sample_data, storage
 from components.evaluator import evaluate
-from tests.conftest import REPO, kill_processes_of
+from tests.conftest import REPO, kill_processes_of, shared_data
 
 # Tiny models, a few steps: the pipeline's mechanics, not its quality (that is the quickstart's job).
 TINY = ["--generator-width", "8", "--generator-blocks", "1", "--residual-over-bicubic",
@@ -143,6 +143,25 @@ def test_saved_model_runs_with_tensorflow_only(pushed, tmp_path):
     from components import upscaler
     x = np.random.default_rng(0).integers(0, 256, (2, 13, 21, 3), dtype=np.uint8)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), upscaler.load(str(dest))(x))
+
+
+def test_evaluate_a_pushed_model_on_benchmark_folders(pushed, tmp_path):
+    """--model-uri + --eval-images (two folders): the bicubic column reproduces the published Set5 figure."""
+    set5, set14 = shared_data("benchmarks", "Set5"), shared_data("benchmarks", "Set14")
+    out_dir = tmp_path / "eval"
+    out = job("evaluate.py", "--artifact-root", pushed["root"], "--model-uri", pushed["models"] + "/1",
+              "--model-name", "faces", "--eval-images", f"{set5},{set14}", "--output", str(out_dir), env=pushed["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = json.loads((out_dir / "metrics.json").read_text())
+    assert m["eval_split"]["num_images"] == 8 and m["model_kind"] == "saved_model"
+    assert m["eval_images"]["Set5"]["num_images"] == 5 and m["eval_images"]["Set14"]["num_images"] == 14
+    assert m["eval_images"]["Set5"]["bicubic_psnr_y"] == pytest.approx(28.43, abs=0.01)  # the SRGAN paper's
+    assert m["eval_images"]["Set14"]["bicubic_psnr_y"] == pytest.approx(26.09, abs=0.01)
+    assert 0 < m["eval_images"]["Set5"]["bicubic_hf_ratio"] < 0.5  # bicubic loses most fine detail
+    assert len((out_dir / "per_image.csv").read_text().splitlines()) == 1 + 8 + 5 + 14
+    grids = sorted(os.listdir(out_dir / "grids"))
+    assert "Set5-baby.png" in grids and "Set14-bridge.png" in grids and "eval-000.png" in grids
+    assert Image.open(out_dir / "grids" / "Set5-baby.png").size[0] == 4 + 4 * (512 + 4)
 
 
 def test_worse_run_is_not_blessed_and_pushes_nothing(pushed):

@@ -212,3 +212,16 @@ def test_repeated_non_finite_steps_restore_the_last_good_state_then_stop():
     guard.after_step(False, 5)
     with pytest.raises(TrainingDiverged, match="diverged at step 6"):
         guard.after_step(False, 6)
+
+
+def test_cosine_learning_rate_schedule_per_phase():
+    from components.config import TrainConfig
+    from components.trainer.loop import generator_learning_rate
+
+    cfg = TrainConfig(lr_decay="cosine", pretrain_learning_rate=5e-4, g_learning_rate=1e-4)
+    pre = [generator_learning_rate(cfg, "pretrain", s, 0, 100) for s in range(101)]
+    assert pre[0] == pytest.approx(5e-4) and pre[50] == pytest.approx(5e-4 * 0.505) and pre[100] == pytest.approx(5e-6)
+    assert all(a >= b for a, b in zip(pre, pre[1:]))  # never increases within a phase
+    assert generator_learning_rate(cfg, "gan", 100, 100, 150) == pytest.approx(1e-4)  # each phase starts over
+    cfg.lr_decay = "constant"
+    assert {generator_learning_rate(cfg, "pretrain", s, 0, 100) for s in (0, 60, 99)} == {5e-4}

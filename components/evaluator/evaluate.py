@@ -27,7 +27,7 @@ from components.evaluator import plots
 
 log = logging.getLogger("evaluate")
 BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
-METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y")
+METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "hf_ratio")
 EVAL_TILE = 512  # LR tile for full-size images: bounds memory, big enough that Set5/Set14 are one tile
 ROWS_PER_GRID = 8
 
@@ -232,13 +232,13 @@ def run(cfg: Config) -> dict:
         log.info("current model (version %d): PSNR %.3f dB on the same images", baseline_version, baseline["psnr_rgb"])
     ok, reasons = bless(summary, baseline, baseline_version, ev.bless_min_gain_db, ev.bless_tolerance_db)
 
-    extra = {}
-    folder_rows = folder_sr = folder_scores = None
-    if ev.eval_images:
-        folder_rows = image_folder(ev.eval_images, scale)
+    folders = []  # (name, rows, sr, scores) per --eval-images folder
+    for uri in [u.strip() for u in (ev.eval_images or "").split(",") if u.strip()]:
+        folder_rows = image_folder(uri, scale)
         folder_sr = super_resolve(model, folder_rows, 1)
-        folder_scores = score(folder_rows, folder_sr, scale)
-        extra = {"uri": ev.eval_images, **summarize(folder_scores)}
+        folders.append((uri, folder_rows, folder_sr, score(folder_rows, folder_sr, scale)))
+        log.info("%s: PSNR (RGB) %.3f dB vs bicubic %.3f dB", uri, summarize(folders[-1][3])["psnr_rgb"],
+                 summarize(folders[-1][3])["bicubic_psnr_rgb"])
 
     result = {
         "decision": BLESSED if ok else NOT_BLESSED,
@@ -248,7 +248,8 @@ def run(cfg: Config) -> dict:
         "run_id": cfg.run_id,
         "dataset_id": dataset_id,
         "eval_split": summary,
-        "eval_images": extra or None,
+        "eval_images": {storage.basename(uri): {"uri": uri, **summarize(scores)} for uri, _r, _s, scores in folders}
+        or None,
         "baseline": {"model": f"{root}/{baseline_version}", "version": baseline_version, "eval_split": baseline}
         if baseline else None,
         "thresholds": {"bless_min_gain_db": ev.bless_min_gain_db, "bless_tolerance_db": ev.bless_tolerance_db},
@@ -267,14 +268,14 @@ def run(cfg: Config) -> dict:
             with open(path, "wb") as f:
                 f.write(data.encode() if isinstance(data, str) else data)
         csv_text = _csv(per_image, "eval")
-        if folder_scores:
-            csv_text += _csv(folder_scores, f"images:{storage.basename(ev.eval_images)}").split("\n", 1)[1]
+        for uri, _rows, _sr, scores in folders:
+            csv_text += _csv(scores, f"images:{storage.basename(uri)}").split("\n", 1)[1]
         put("per_image.csv", csv_text)
         for i, png in enumerate(_grids(rows, sr, per_image, ev.grid_images, scale)):
             put(f"grids/eval-{i:03d}.png", png)
-        if folder_rows:
-            for r, png in zip(folder_rows, _grids(folder_rows, folder_sr, folder_scores, ev.grid_images, scale)):
-                put(f"grids/{_safe(storage.basename(ev.eval_images))}-{_safe(os.path.splitext(r['name'])[0])}.png", png)
+        for uri, folder_rows, folder_sr, scores in folders:
+            for r, png in zip(folder_rows, _grids(folder_rows, folder_sr, scores, ev.grid_images, scale)):
+                put(f"grids/{_safe(storage.basename(uri))}-{_safe(os.path.splitext(r['name'])[0])}.png", png)
         if history_uri and storage.exists(history_uri):
             curve = plots.loss_curve(plots.read_history(storage.read_text(history_uri)))
             if curve:

@@ -46,6 +46,8 @@ def _check(cfg: Config) -> dict:
                          f"{replicas} replicas ({t.num_workers} workers x {max(1, t.gpus_per_worker)} devices)")
     if t.precision not in PRECISIONS:
         raise TrainError(f"precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if t.lr_decay not in ("constant", "cosine"):
+        raise TrainError(f"lr_decay {t.lr_decay!r}: choose constant or cosine")
     if t.content_loss not in ("vgg", "pixel"):
         raise TrainError(f"content_loss {t.content_loss!r}: choose vgg or pixel")
     for name in ("pretrain_steps", "gan_steps", "pretrain_epochs", "gan_epochs", "steps_per_epoch"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import logging
 import os
 import tempfile
@@ -50,6 +51,16 @@ class NonFiniteGuard:
                 f"state: training diverged at step {step} (lower the learning rates?)")
         self.in_row = 0
         return True
+
+
+def generator_learning_rate(cfg, phase: str, step: int, phase_start: int, phase_end: int) -> float:
+    """The generator's learning rate at `step` (0-based, before the update): constant, or a cosine from
+    the phase's rate down to 1% of it at the phase end."""
+    base = cfg.pretrain_learning_rate if phase == "pretrain" else cfg.g_learning_rate
+    if cfg.lr_decay != "cosine" or phase_end <= phase_start:
+        return base
+    t = min(max((step - phase_start) / (phase_end - phase_start), 0.0), 1.0)
+    return base * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
 def phase_lengths(cfg, steps_per_epoch: int) -> tuple[int, int]:
@@ -171,7 +182,8 @@ def train_loop_per_worker(config: dict) -> None:
         if cfg.content_loss == "vgg" and gan_steps > 0:
             vgg = losses.build_vgg_features(cfg.vgg_layer, config.get("vgg_weights_resolved"))
     steps = SRGANSteps(strategy, generator, discriminator, g_opt, d_opt, vgg, global_batch_size=global_batch,
-                       content_loss=cfg.content_loss, content_weight=cfg.content_weight,
+                       content_loss=cfg.content_loss if gan_steps > 0 else "pixel",  # no GAN phase: no VGG
+                       content_weight=cfg.content_weight,
                        adversarial_weight=cfg.adversarial_weight,
                        loss_scale=2.0 ** 15 if cfg.precision == "mixed_float16" else 1.0, jit=cfg.jit)
     trackables = {"generator": generator, "discriminator": discriminator, "g_optimizer": g_opt,
@@ -237,7 +249,8 @@ def train_loop_per_worker(config: dict) -> None:
         phase = phase_of(step)
         epoch, in_epoch = divmod(step, steps_per_epoch)
         phase_end = pre_steps if phase == "pretrain" else total
-        g_opt.learning_rate.assign(cfg.pretrain_learning_rate if phase == "pretrain" else cfg.g_learning_rate)
+        phase_start = 0 if phase == "pretrain" else pre_steps
+        g_opt.learning_rate.assign(generator_learning_rate(cfg, phase, step, phase_start, phase_end))
         train_step = steps.pretrain_step if phase == "pretrain" else steps.gan_step
 
         def dataset_fn(ictx, epoch=epoch, in_epoch=in_epoch):
@@ -246,6 +259,8 @@ def train_loop_per_worker(config: dict) -> None:
                 steps=steps_per_epoch, skip_steps=in_epoch, num_shards=ictx.num_input_pipelines,
                 shard_index=ictx.input_pipeline_id, shuffle_buffer=cfg.shuffle_buffer, augment_images=cfg.augment)
         for batch in strategy.distribute_datasets_from_function(dataset_fn):
+            if cfg.lr_decay == "cosine":
+                g_opt.learning_rate.assign(generator_learning_rate(cfg, phase, step, phase_start, phase_end))
             metrics, applied = train_step(batch)
             step += 1
             if step == run_start_step + 1:  # the rate excludes the first step (tracing, warm-up)
