@@ -95,7 +95,7 @@ def run(cfg: Config) -> dict:
         "config": dataclasses.asdict(t),
         "schedule": {"steps_per_epoch": steps_per_epoch, "pretrain_steps": pre, "gan_steps": gan},
         "vgg_features": ("imagenet" if vgg_weights == "imagenet" else "random (untrained)" if vgg_weights is None
-                         and t.content_loss == "vgg" else vgg_weights or "unused"),
+                         and t.content_loss == "vgg" and gan > 0 else vgg_weights or "unused"),
         "code_version": provenance.code_version(),
         "package_versions": provenance.package_versions(),
         "seeds": {"seed": t.seed},
