@@ -113,7 +113,10 @@ def run(cfg: Config) -> dict:
         address = os.environ.get("RAY_ADDRESS")  # set by `ray job submit` and KubeRay: join that cluster
         if not address:
             os.environ.pop("RAY_ADDRESS", None)  # Ray itself rejects an empty one
-        local = {} if address else {"include_dashboard": False, "_temp_dir": os.environ.get("SRGAN_RAY_TEMP_DIR")}
+        # The dashboard serves the State API that Ray Train's placement-group cleaner polls (without it,
+        # it logs a warning every few seconds); local only, on a free port.
+        local = {} if address else {"include_dashboard": True, "dashboard_host": "127.0.0.1",
+                                    "dashboard_port": _free_port(), "_temp_dir": os.environ.get("SRGAN_RAY_TEMP_DIR")}
         ray.init(address=address, logging_level=logging.WARNING, **local)
         started_ray = True
     fs, path = storage.pyarrow_filesystem(storage.join(cfg.artifact_root, "runs"))
@@ -146,6 +149,14 @@ def run(cfg: Config) -> dict:
                   finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     storage.write_json(run_json, record)
     return record
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _forwarded_env() -> dict:
