@@ -71,7 +71,7 @@ def reference_eager_step_rate(batch, steps: int) -> float:
     return steps * BATCH / (time.perf_counter() - t)
 
 
-def trainer_step_rate(batch, steps: int, precision: str) -> float:
+def trainer_step_rate(batch, steps: int, precision: str, content_fn=None) -> float:
     import keras
     import tensorflow as tf
 
@@ -80,6 +80,9 @@ def trainer_step_rate(batch, steps: int, precision: str) -> float:
     from components.trainer.step import SRGANSteps
 
     keras.mixed_precision.set_global_policy(precision)
+    original = losses.vgg_mse
+    if content_fn is not None:
+        losses.vgg_mse = content_fn
     try:
         strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
         with strategy.scope():
@@ -97,7 +100,72 @@ def trainer_step_rate(batch, steps: int, precision: str) -> float:
         bool(applied)
         return steps * BATCH / (time.perf_counter() - t)
     finally:
+        losses.vgg_mse = original
         keras.mixed_precision.set_global_policy("float32")
+
+
+def concat_vgg_mse(vgg, hr, sr):
+    """The previous content loss, for comparison: one VGG pass over [hr; sr], backward through both halves."""
+    import tensorflow as tf
+
+    from components.trainer import losses
+    n = tf.shape(hr)[0]
+    feats = tf.cast(vgg(losses.vgg_input(tf.concat([hr, sr], axis=0)), training=False), tf.float32)
+    return tf.reduce_mean(tf.square(feats[:n] - feats[n:]), axis=[1, 2, 3])
+
+
+def forward_flops(model, input_hw) -> float:
+    """Multiply-adds x 2 of every Conv2D and Dense layer for one image of `input_hw`."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    shape_model = keras.Model(model.inputs, [l.output for l in model.layers
+                                             if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))])
+    total = 0.0
+    outputs = shape_model(tf.zeros((1, *input_hw, 3)))
+    layers = [l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))]
+    for layer, out in zip(layers, outputs if isinstance(outputs, list) else [outputs]):
+        kernel = layer.kernel.shape
+        positions = np.prod(out.shape[1:-1]) if isinstance(layer, keras.layers.Conv2D) else 1
+        total += 2.0 * float(np.prod(kernel)) * float(positions)
+    return total
+
+
+def gan_step_flops_per_sample() -> dict:
+    """FLOPs of one GAN step per training image, from the layer shapes (convs and dense only).
+    Backward = 2x forward where both input and weight gradients are needed (G, D on fake), 1x where
+    only one is (D on real: weights; VGG on fake: input); VGG on real is forward only."""
+    from components import models
+    from components.trainer import losses
+
+    g = forward_flops(models.build_generator(), (32, 32))
+    d = forward_flops(models.build_discriminator(), (128, 128))
+    v = forward_flops(losses.build_vgg_features("block5_conv4", None), (128, 128))
+    total = 3 * g + (3 * d + 2 * d) + (2 * v + v)  # G fwd+bwd; D fake fwd+bwd(in+w), real fwd+bwd(w); VGG 2 fwd + 1 bwd
+    return {"generator_forward": g, "discriminator_forward": d, "vgg_forward": v, "gan_step_per_sample": total}
+
+
+def conv_peak_gflops(dtype: str, repeats: int = 5) -> float:
+    """The convolution rate this CPU reaches at `dtype`: 3x3, 64 -> 64 channels, batch 16 at 128x128
+    (VGG block 1) and 32x32 (the generator's body); the faster of the two."""
+    import tensorflow as tf
+
+    best = 0.0
+    for hw in (128, 32):
+        x = tf.random.normal((16, hw, hw, 64), dtype=tf.float32)
+        w = tf.random.normal((3, 3, 64, 64), dtype=tf.float32) * 0.05
+        x, w = tf.cast(x, dtype), tf.cast(w, dtype)
+        conv = tf.function(lambda a, b: tf.nn.conv2d(a, b, 1, "SAME"))
+        conv(x, w).numpy()
+        reps = repeats * (16 if hw == 32 else 1)
+        t = time.perf_counter()
+        for _ in range(reps):
+            y = conv(x, w)
+        y.numpy()
+        flops = 2.0 * 9 * 64 * 64 * 16 * hw * hw * reps
+        best = max(best, flops / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 def input_rate(dataset_uri: str, batches: int) -> float:
@@ -147,8 +215,12 @@ def main():
     try:
         batch = _batch()
         eager = reference_eager_step_rate(batch, args.steps)
+        f32_concat = trainer_step_rate(batch, args.steps, "float32", content_fn=concat_vgg_mse)
         f32 = trainer_step_rate(batch, args.steps, "float32")
         bf16 = trainer_step_rate(batch, args.steps, "mixed_bfloat16")
+        flops = gan_step_flops_per_sample()
+        peak = {"float32": conv_peak_gflops("float32"), "bfloat16": conv_peak_gflops("bfloat16")}
+        floor = {k: peak[k] * 1e9 / flops["gan_step_per_sample"] for k in peak}
         cfg = config.Config(artifact_root=work, input=sample_data.write_sample_images())
         info = examples.run(cfg, [])
         result = {
@@ -156,9 +228,17 @@ def main():
             "vgg": "block5_conv4, random weights (same FLOPs as ImageNet weights)",
             "cpus": os.cpu_count(),
             "reference_eager_step": {"images_per_s": round(eager, 2)},
-            "trainer_step_float32": {"images_per_s": round(f32, 2), "speedup_vs_eager_baseline": round(f32 / eager, 2)},
+            "trainer_step_float32_one_vgg_pass_over_hr_and_sr": {"images_per_s": round(f32_concat, 2),
+                                                                 "speedup_vs_eager_baseline": round(f32_concat / eager, 2)},
+            "trainer_step_float32": {"images_per_s": round(f32, 2), "speedup_vs_eager_baseline": round(f32 / eager, 2),
+                                     "fraction_of_float32_floor": round(f32 / floor["float32"], 3)},
             "trainer_step_mixed_bfloat16": {"images_per_s": round(bf16, 2),
-                                            "speedup_vs_eager_baseline": round(bf16 / eager, 2)},
+                                            "speedup_vs_eager_baseline": round(bf16 / eager, 2),
+                                            "fraction_of_bfloat16_floor": round(bf16 / floor["bfloat16"], 3)},
+            "flops": {"gan_step_gflop_per_sample": round(flops["gan_step_per_sample"] / 1e9, 2),
+                      **{f"{k}_gflop": round(v / 1e9, 3) for k, v in flops.items() if k != "gan_step_per_sample"},
+                      "conv_peak_gflops": {k: round(v, 1) for k, v in peak.items()},
+                      "floor_images_per_s": {k: round(v, 2) for k, v in floor.items()}},
             "speedup_vs_eager_baseline": round(max(f32, bf16) / eager, 2),
             "input_path": {"images_per_s": round(input_rate(dataset_uri(work, info["dataset_id"]), 40), 1)},
         }

@@ -63,10 +63,12 @@ def vgg_input(images_unit):
 
 
 def vgg_mse(vgg: keras.Model, hr, sr):
-    """Feature MSE with ONE VGG pass over [hr; sr] (the reference calls VGG twice)."""
-    n = tf.shape(hr)[0]
-    feats = tf.cast(vgg(vgg_input(tf.concat([hr, sr], axis=0)), training=False), tf.float32)
-    return tf.reduce_mean(tf.square(feats[:n] - feats[n:]), axis=[1, 2, 3])
+    """Feature MSE. The real images' features are constants: computed outside the gradient, so the
+    backward pass runs through VGG for the generated half only (one pass over [hr; sr] would
+    back-propagate through both halves and throw one away: 25% more VGG FLOPs, measured slower)."""
+    real = tf.stop_gradient(tf.cast(vgg(vgg_input(hr), training=False), tf.float32))
+    fake = tf.cast(vgg(vgg_input(sr), training=False), tf.float32)
+    return tf.reduce_mean(tf.square(real - fake), axis=[1, 2, 3])
 
 
 def bce_logits(labels_value: float, logits):
