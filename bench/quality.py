@@ -92,13 +92,13 @@ def main(argv=None):
         if pre + gan == 0:
             continue
         cfg.run_id = f"{base}-{name}"
+        cfg.push.model_name = f"faces-x4-{args.recipe}-{name}"  # blessing compares with this model's LATEST
         t.pretrain_steps, t.gan_steps = pre, gan
         t.warm_start = trainer.run_uri(args.artifact_root, warm_from) if warm_from else None
         started = time.time()
         record = trainer.run(cfg)
         seconds = time.time() - started
         result = evaluator.run(cfg)
-        cfg.push.model_name = f"faces-x4-{args.recipe}-{name}"
         pushed = pusher.run(cfg) if result["decision"] == evaluator.BLESSED else None
         history = read_history(storage.read_text(storage.join(trainer.run_uri(args.artifact_root, cfg.run_id),
                                                               "history.jsonl")))
