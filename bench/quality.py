@@ -12,7 +12,7 @@
 
 Recipes (batch 16; the discriminator has the reference size in both):
   reference: generator 64 wide x 16 blocks, tanh output, Adam 1e-4 constant (the tutorial as written)
-  fast:      generator 32 wide x 8 blocks (about 3.5x fewer FLOPs per step, so more steps in the same
+  fast:      (= configs/faces-fast.yaml) generator 32 wide x 8 blocks (about 3.5x fewer FLOPs per step, so more steps in the same
              time), residual over bicubic (starts at bicubic quality), Adam 5e-4 with cosine decay to 1%
 ImageNet VGG weights cannot be downloaded here: the GAN's VGG content loss uses random features
 (`--vgg-weights none`) unless --vgg-weights names a weights file; the report says which.

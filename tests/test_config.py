@@ -54,3 +54,17 @@ def test_every_key_is_unique_and_settable():
     cfg = config.Config()
     config.set_value(cfg, "num_shards", 4)
     assert config.get_value(cfg, "num_shards") == 4 == cfg.preprocess.num_shards
+
+
+def test_shipped_configs_load():
+    import glob
+    import os
+
+    from tests.conftest import REPO
+    files = sorted(glob.glob(os.path.join(REPO, "configs", "*.yaml")))
+    assert len(files) >= 3
+    for path in files:
+        cfg = config.load(path)
+        assert cfg.train.global_batch_size >= 1, path
+    assert config.load(os.path.join(REPO, "configs", "retrain.yaml")).pipeline.warm_start_latest is True
+    assert config.load(os.path.join(REPO, "configs", "quickstart.yaml")).pipeline.warm_start_latest is False
