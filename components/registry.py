@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 
 from components import storage
@@ -139,17 +138,22 @@ def commit_version(local_dir: str, root: str, version: int) -> str:
     return uri
 
 
+def _highest_blessed(root: str) -> int | None:
+    return max((v for v in versions(root) if card(version_uri(root, v)).get("blessed")), default=None)
+
+
 def update_latest(root: str) -> int | None:
     """Point LATEST at the highest committed blessed version; re-check after writing, so two pushers
     finishing together converge on the highest one."""
+    best = _highest_blessed(root)
     for _ in range(10):
-        blessed = [v for v in versions(root) if card(version_uri(root, v)).get("blessed")]
-        if not blessed:
+        if best is None:
             return None
-        best = max(blessed)
         storage.write_text(storage.join(root, LATEST), f"{best}\n")
-        if max(v for v in versions(root) if card(version_uri(root, v)).get("blessed")) == best:
+        now = _highest_blessed(root)
+        if now == best:
             return best
+        best = now
     return best
 
 
@@ -181,16 +185,11 @@ def pull(model_uri: str, output: str, version: str | int | None = None, force: b
     if os.path.exists(dest) and os.listdir(dest):
         if not force:
             raise RegistryError(f"{output} exists and is not empty (use --force to replace it)")
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(dest)}.partial-", dir=parent)
+    tmp = storage.mkdtemp_public(f".{os.path.basename(dest)}.partial-", os.path.dirname(dest))
     try:
         for f in storage.list_files(source):
             storage.download_file(f, os.path.join(tmp, storage.relpath(f, source)))
         verify(tmp, model_card)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.replace(tmp, dest)

@@ -406,6 +406,16 @@ def stage_in(uri: str) -> str:
     return target
 
 
+def mkdtemp_public(prefix: str, parent: str) -> str:
+    """A new temp folder in `parent` that is to become visible to others (published or renamed into
+    place): mkdtemp makes it private (0700); this gives it the permissions the umask allows."""
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=_ensure(parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 def _ensure(path: str) -> str:
     os.makedirs(path, exist_ok=True)
     return path
@@ -421,10 +431,7 @@ def staged_output(uri: str, commit_marker: str) -> Iterator[str]:
         parent = os.path.dirname(local_path(uri).rstrip("/"))
     else:
         parent = os.path.join(cache_dir(), "outgoing")
-    tmp = tempfile.mkdtemp(prefix=".staging-", dir=_ensure(parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the published folder must not be
+    tmp = mkdtemp_public(".staging-", parent)
     try:
         yield tmp
         publish_dir(tmp, uri, commit_marker, move=True)
