@@ -74,10 +74,8 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     cfg.run_id = cfg.run_id or f"retrain-{cfg.dataset_id}{suffix}"
 
     t0 = time.time()
-    run_json = storage.join(trainer.run_uri(cfg.artifact_root, cfg.run_id), "run.json")
-    done = storage.exists(run_json) and storage.read_json(run_json).get("status") == "succeeded"
-    if done and not cfg.force:
-        record = storage.read_json(run_json)
+    previous = trainer.read_run(cfg.artifact_root, cfg.run_id)
+    if previous and previous.get("status") == "succeeded" and not cfg.force:
         step("train", "skipped (run finished)", t0, run_id=cfg.run_id)
     else:
         record = trainer.run(cfg)

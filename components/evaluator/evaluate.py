@@ -103,13 +103,21 @@ def super_resolve(model: upscaler.Upscaler, rows: list[dict], batch: int) -> lis
     return out
 
 
+def with_bicubic(rows: list[dict], scale: int) -> list[dict]:
+    """Adds each row's bicubic upscale and its metrics, once: every model evaluated on the rows and
+    the grids compare with them."""
+    for r in rows:
+        r["bicubic"] = metrics.bicubic_upscale(r["lr"], scale).numpy()
+        r["bicubic_metrics"] = metrics.all_metrics(r["bicubic"], r["hr"], crop_border=scale)
+    return rows
+
+
 def score(rows: list[dict], sr: list[np.ndarray], scale: int) -> list[dict]:
-    """Per image: the metrics of SR and of bicubic, and SR minus bicubic."""
+    """Per image: the metrics of SR and of bicubic (rows from `with_bicubic`), and SR minus bicubic."""
     per_image = []
     for r, s in zip(rows, sr):
-        bic = metrics.bicubic_upscale(r["lr"], scale).numpy()
         m_sr = metrics.all_metrics(s, r["hr"], crop_border=scale)
-        m_bic = metrics.all_metrics(bic, r["hr"], crop_border=scale)
+        m_bic = r["bicubic_metrics"]
         row = {"image": r["name"]}
         for k in METRIC_KEYS:
             row[k] = m_sr[k]
@@ -166,8 +174,7 @@ def _grids(rows, sr, per_image, limit: int, scale: int) -> list[bytes]:
     when sizes differ, as in Set5)."""
     items = []
     for r, s, p in list(zip(rows, sr, per_image))[:limit]:
-        items.append({"name": r["name"], "lr": r["lr"], "hr": r["hr"], "sr": s,
-                      "bicubic": metrics.bicubic_upscale(r["lr"], scale).numpy(),
+        items.append({"name": r["name"], "lr": r["lr"], "hr": r["hr"], "sr": s, "bicubic": r["bicubic"],
                       "psnr_bicubic": p["bicubic_psnr_rgb"], "psnr_sr": p["psnr_rgb"]})
     same_size = len({i["hr"].shape for i in items}) == 1
     step = ROWS_PER_GRID if same_size else 1
@@ -180,18 +187,19 @@ def _safe(name: str) -> str:
 
 # ----------------------------------------------------------------------------- the component
 
-def _target(cfg: Config) -> tuple[str, str, str, dict]:
-    """(model URI, dataset id, output URI, run record or {}) for what the config asks to evaluate."""
+def _target(cfg: Config) -> tuple[str, str, str]:
+    """(model URI, dataset id, output URI) for what the config asks to evaluate."""
+    from components import trainer
+
     if cfg.run_id:
-        run_json = storage.join(cfg.artifact_root, "runs", cfg.run_id, "run.json")
-        if not storage.exists(run_json):
+        record = trainer.read_run(cfg.artifact_root, cfg.run_id)
+        if record is None:
             raise EvaluateError(f"run {cfg.run_id}: no run.json under {cfg.artifact_root}/runs (train it first)")
-        record = storage.read_json(run_json)
         if record.get("status") != "succeeded" or not record.get("final_generator"):
             raise EvaluateError(f"run {cfg.run_id} has status {record.get('status')!r} and no final generator: "
                                 "only finished runs are evaluated")
         model = cfg.model_uri or record["final_generator"]
-        return model, cfg.dataset_id or record["dataset_id"], cfg.output or eval_uri(cfg.artifact_root, cfg.run_id), record
+        return model, cfg.dataset_id or record["dataset_id"], cfg.output or eval_uri(cfg.artifact_root, cfg.run_id)
     if cfg.model_uri:
         if not cfg.output:
             raise EvaluateError("evaluating --model-uri without --run-id needs --output (where the results go)")
@@ -200,13 +208,13 @@ def _target(cfg: Config) -> tuple[str, str, str, dict]:
             dataset_id = registry.card(cfg.model_uri).get("dataset_id")
         if not dataset_id:
             raise EvaluateError("no dataset to evaluate on: pass --dataset-id")
-        return cfg.model_uri, dataset_id, cfg.output, {}
+        return cfg.model_uri, dataset_id, cfg.output
     raise EvaluateError("nothing to evaluate: pass --run-id (a trained run) or --model-uri")
 
 
 def run(cfg: Config) -> dict:
     """Evaluate; returns metrics.json's content (with 'decision'). A committed eval is reused unless force."""
-    model_uri, dataset_id, out, record = _target(cfg)
+    model_uri, dataset_id, out = _target(cfg)
     ev, scale = cfg.evaluate, cfg.preprocess.scale
     existing = decision(out)
     if existing and not cfg.force:
@@ -214,7 +222,7 @@ def run(cfg: Config) -> dict:
         return storage.read_json(storage.join(out, "metrics.json"))
     started = time.time()
     dataset_uri = dataset.dataset_uri(cfg.artifact_root, dataset_id)
-    rows = eval_split(dataset_uri)
+    rows = with_bicubic(eval_split(dataset_uri), scale)
     try:
         model = upscaler.load(model_uri)
     except registry.RegistryError as exc:
@@ -234,11 +242,11 @@ def run(cfg: Config) -> dict:
 
     folders = []  # (name, rows, sr, scores) per --eval-images folder
     for uri in [u.strip() for u in (ev.eval_images or "").split(",") if u.strip()]:
-        folder_rows = image_folder(uri, scale)
+        folder_rows = with_bicubic(image_folder(uri, scale), scale)
         folder_sr = super_resolve(model, folder_rows, 1)
         folders.append((uri, folder_rows, folder_sr, score(folder_rows, folder_sr, scale)))
-        log.info("%s: PSNR (RGB) %.3f dB vs bicubic %.3f dB", uri, summarize(folders[-1][3])["psnr_rgb"],
-                 summarize(folders[-1][3])["bicubic_psnr_rgb"])
+        means = summarize(folders[-1][3])
+        log.info("%s: PSNR (RGB) %.3f dB vs bicubic %.3f dB", uri, means["psnr_rgb"], means["bicubic_psnr_rgb"])
 
     result = {
         "decision": BLESSED if ok else NOT_BLESSED,

@@ -57,15 +57,14 @@ def _already_pushed(root: str, run_id: str, generator_sha: str, blessed: bool) -
 
 def run(cfg: Config) -> dict:
     """Push the run `cfg.run_id`; returns the model card (with 'uri'). Idempotent per run + generator."""
-    from components import evaluator
+    from components import evaluator, trainer
 
     if not cfg.run_id:
         raise PushError("pass --run-id: the run to push")
-    run_folder = storage.join(cfg.artifact_root, "runs", cfg.run_id)
-    run_json = storage.join(run_folder, "run.json")
-    if not storage.exists(run_json):
+    run_folder = trainer.run_uri(cfg.artifact_root, cfg.run_id)
+    record = trainer.read_run(cfg.artifact_root, cfg.run_id)
+    if record is None:
         raise PushError(f"run {cfg.run_id}: no run.json under {cfg.artifact_root}/runs")
-    record = storage.read_json(run_json)
     generator_uri = record.get("final_generator")
     if record.get("status") != "succeeded" or not generator_uri:
         raise PushError(f"run {cfg.run_id} has status {record.get('status')!r}: only finished runs are pushed")

@@ -28,6 +28,12 @@ def run_uri(artifact_root: str, run_id: str) -> str:
     return storage.join(artifact_root, "runs", run_id)
 
 
+def read_run(artifact_root: str, run_id: str) -> dict | None:
+    """A run's run.json (config, status, final generator, ...), or None when the run has none."""
+    uri = storage.join(run_uri(artifact_root, run_id), "run.json")
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
 def _check(cfg: Config) -> dict:
     t = cfg.train
     if not cfg.dataset_id:
@@ -87,7 +93,7 @@ def run(cfg: Config) -> dict:
     from components.trainer.loop import train_loop_per_worker
 
     run_json = storage.join(out, "run.json")
-    previous = storage.read_json(run_json) if storage.exists(run_json) else None
+    previous = read_run(cfg.artifact_root, run_id)
     record = {
         "run_id": run_id,
         "dataset_id": cfg.dataset_id,
