@@ -4,7 +4,7 @@
 FROM rayproject/ray:2.60.0-py311-gpu
 
 WORKDIR /home/ray/srgan
-COPY --chown=ray:users constraints.txt setup.py README.md ./
+COPY --chown=ray:users constraints.txt setup.py pyproject.toml README.md ./
 COPY --chown=ray:users components/ components/
 COPY --chown=ray:users jobs/ jobs/
 COPY --chown=ray:users configs/ configs/

@@ -14,6 +14,7 @@ def pins():
 
 
 PINS = pins()
+JOBS = ("preprocess", "train", "evaluate", "push", "pipeline", "pull_model", "upscale")
 EXTRAS = {"apache-beam": "apache-beam[gcp]", "ray": "ray[default,train]"}
 
 
@@ -27,7 +28,10 @@ setup(
     version="0.1.0",
     description="Train, evaluate and ship x4 super-resolution (SRGAN) models with Beam, tf.Transform and Ray Train",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["components", "components.*"]),
+    # jobs/ is installed as `srgan_jobs` (a generic top-level `jobs` would clash); `python jobs/x.py` still works.
+    packages=find_packages(include=["components", "components.*"]) + ["srgan_jobs"],
+    package_dir={"srgan_jobs": "jobs"},
+    entry_points={"console_scripts": [f"srgan-{name.replace('_', '-')} = srgan_jobs.{name}:console_main" for name in JOBS]},
     install_requires=[req(n) for n in (
         "tensorflow", "keras", "tf-keras", "apache-beam", "tensorflow-transform", "tfx-bsl",
         "tensorflow-metadata", "tensorflow-serving-api", "ray", "pillow", "numpy", "protobuf",

@@ -18,10 +18,10 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from components import cli, config, dataset, examples, images, sample_data, storage  # noqa: E402
+from components.logs import setup_logging
+from components import config, dataset, preprocess, images, sample_data, storage
 
 FACES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                      "shared", "data", "faces-dev")
@@ -60,7 +60,7 @@ def main():
     parser.add_argument("--limit", type=int, default=0, help="use only the first N files (0: all)")
     parser.add_argument("--modes", default="in_memory,multi_processing")
     args = parser.parse_args()
-    cli.setup_logging()
+    setup_logging()
 
     source = args.input or sample_data.write_sample_images()
     work = tempfile.mkdtemp(prefix="bench-preprocess-")
@@ -95,7 +95,7 @@ def main():
                 beam_args.append(f"--direct_num_workers={os.cpu_count()}")
             run_cfg = config.Config(artifact_root=os.path.join(work, f"art-{mode}"), input=inp)
             t = time.perf_counter()
-            info = examples.run(run_cfg, beam_args)
+            info = preprocess.run(run_cfg, beam_args)
             secs = time.perf_counter() - t
             result[f"beam_{mode}"] = {
                 "seconds": round(secs, 2), "images_per_s": round(len(files) / secs, 1),

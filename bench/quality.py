@@ -27,7 +27,6 @@ import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,13 +65,14 @@ def main(argv=None):
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     args = p.parse_args(argv)
 
-    from components import cli, evaluator, examples, pusher, storage, trainer
+    from components.logs import setup_logging
+    from components import evaluator, preprocess, pusher, storage, trainer
     from components.config import Config
     from components.evaluator.plots import read_history
 
-    cli.setup_logging()
+    setup_logging()
     cfg = Config(artifact_root=args.artifact_root, input=args.faces)
-    info = examples.run(cfg, [])
+    info = preprocess.run(cfg, [])
     cfg.dataset_id = info["dataset_id"]
     t = cfg.train
     t.cpus_per_worker, t.global_batch_size, t.steps_per_epoch = args.cpus, 16, 200

@@ -22,15 +22,15 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 BATCH = 16
 
 
 def _batch(seed=0):
+    from components.logs import setup_logging
     from components import models, sample_data
     from components.degradation import degrade
 
@@ -216,9 +216,9 @@ def main():
     parser.add_argument("--ray-steps", type=int, default=8)
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args()
-    from components import cli, config, examples, sample_data
+    from components import config, preprocess, sample_data
     from components.dataset import dataset_uri
-    cli.setup_logging()
+    setup_logging()
 
     work = tempfile.mkdtemp(prefix="bench-train-")
     try:
@@ -231,7 +231,7 @@ def main():
         peak = {"float32": conv_peak_gflops("float32"), "bfloat16": conv_peak_gflops("bfloat16")}
         floor = {k: peak[k] * 1e9 / flops["gan_step_per_sample"] for k in peak}
         cfg = config.Config(artifact_root=work, input=sample_data.write_sample_images())
-        info = examples.run(cfg, [])
+        info = preprocess.run(cfg, [])
         result = {
             "bench": "train_step", "batch": BATCH, "model": "reference sizes (G 64x16 blocks, D 8 convs, dense 1024)",
             "vgg": "block5_conv4, random weights (same FLOPs as ImageNet weights)",

@@ -15,8 +15,10 @@ from typing import Any, Optional
 
 import yaml
 
+from components.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from components import storage
+from components.errors import UserError
 
 MARKER = "dataset.json"
 SPLITS = ("train", "eval")
@@ -20,7 +21,7 @@ ENCODING = "png"
 DATASET_ID_RE = re.compile(r"^ds-[0-9a-f]{16}$")
 
 
-class DatasetError(RuntimeError):
+class DatasetError(UserError):
     """A dataset is missing, incomplete or unreadable."""
 
 

@@ -18,6 +18,7 @@ import shutil
 import uuid
 
 from components import storage
+from components.errors import UserError
 
 log = logging.getLogger("registry")
 MODEL_CARD = "model.json"
@@ -25,7 +26,7 @@ LATEST = "LATEST"
 CLAIMS = ".claims"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(UserError):
     """A model or version is missing, incomplete, or its files do not match its model card."""
 
 

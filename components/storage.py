@@ -21,10 +21,12 @@ import tempfile
 import uuid
 from typing import Iterator
 
+from components.errors import UserError
+
 REMOTE_SCHEMES = ("s3", "gs")
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError):
     """A storage operation failed; the message names the URI and what went wrong."""
 
 

@@ -16,13 +16,14 @@ import time
 import numpy as np
 
 from components import storage
+from components.errors import UserError
 
 log = logging.getLogger("upscale")
 WRITABLE = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
             ".tiff": "TIFF"}
 
 
-class UpscaleError(RuntimeError):
+class UpscaleError(UserError):
     """The model or an input cannot be used; the message says which and why."""
 
 

@@ -8,12 +8,9 @@ decision and its reasons; written last). Exit code 0 either way: the decision is
 """
 
 import dataclasses
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from components import cli, config  # noqa: E402
+from components import cli, config
 
 KEYS = (["artifact_root", "run_id", "dataset_id", "model_uri", "output", "force", "model_name", "scale"]
         + [f.name for f in dataclasses.fields(config.EvaluateConfig)])
@@ -36,5 +33,9 @@ def main(argv=None):
     print(f"metrics and comparison grids: {cfg.output or evaluator.eval_uri(cfg.artifact_root, cfg.run_id)}")
 
 
+def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same
+    return cli.run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    sys.exit(console_main())

@@ -10,12 +10,9 @@ recorded, not an error). The summary goes to runs/<run-id>/pipeline.json.
 """
 
 import dataclasses
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from components import cli, config  # noqa: E402
+from components import cli, config
 
 KEYS = (["artifact_root", "input", "force", "run_id"]
         + [f.name for section in (config.PreprocessConfig, config.TrainConfig, config.EvaluateConfig,
@@ -30,8 +27,8 @@ def main(argv=None):
     args, beam_args = build_parser().parse_known_args(argv)
     cfg = config.from_args(args, KEYS)
 
-    from components import retraining
-    summary = retraining.run(cfg, beam_args)
+    from components import pipeline
+    summary = pipeline.run(cfg, beam_args)
     print(f"pipeline: run {summary['run_id']} on dataset {summary['dataset_id']} in {summary['seconds']:.0f} s")
     for s in summary["steps"]:
         print(f"  {s['step']:<10} {s['status']}")
@@ -44,5 +41,9 @@ def main(argv=None):
     print(f"metrics and comparison grids: {summary['eval']}/ (metrics.json, per_image.csv, grids/, loss_curve.png)")
 
 
+def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same
+    return cli.run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    sys.exit(console_main())

@@ -5,12 +5,9 @@
 Flags this script does not know (e.g. --runner, --direct_running_mode) go to Beam.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from components import cli, config  # noqa: E402
+from components import cli, config
 
 KEYS = ["artifact_root", "input", "force", "crop_size", "scale", "resize_short_side", "eval_fraction",
         "eval_count", "num_shards", "image_extensions"]
@@ -28,12 +25,16 @@ def main(argv=None):
         parser.error(f"unexpected arguments: {' '.join(bad)}")
     cfg = config.from_args(args, KEYS)
 
-    from components import examples
-    info = examples.run(cfg, beam_args)
+    from components import preprocess
+    info = preprocess.run(cfg, beam_args)
     from components.dataset import dataset_uri
     print(f"dataset {info['dataset_id']}: {info['num_train']} train, {info['num_eval']} eval, "
           f"{info['num_rejected']} rejected -> {dataset_uri(cfg.artifact_root, info['dataset_id'])}")
 
 
+def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same
+    return cli.run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    sys.exit(console_main())

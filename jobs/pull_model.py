@@ -9,9 +9,7 @@ nothing is left behind and the exit code is 2.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from components import cli, config  # noqa: E402
+from components import cli, config
 
 KEYS = ["model_uri", "version", "output", "force"]
 
@@ -32,5 +30,9 @@ def main(argv=None):
           f"{len(card['files'])} files verified")
 
 
+def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same
+    return cli.run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    sys.exit(console_main())

@@ -6,12 +6,9 @@
 A run that is NOT_BLESSED is refused (exit 2). Pushing the same run again does nothing.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from components import cli, config  # noqa: E402
+from components import cli, config
 
 KEYS = ["artifact_root", "run_id", "force", "model_name", "push_unblessed", "data_licence"]
 
@@ -30,5 +27,9 @@ def main(argv=None):
           f" ({'blessed' if card['blessed'] else 'NOT blessed: LATEST unchanged'})")
 
 
+def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same
+    return cli.run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    sys.exit(console_main())

@@ -7,12 +7,9 @@ The same --run-id again resumes from its latest checkpoint.
 """
 
 import dataclasses
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from components import cli, config  # noqa: E402
+from components import cli, config
 
 KEYS = ["artifact_root", "dataset_id", "run_id"] + [f.name for f in dataclasses.fields(config.TrainConfig)]
 
@@ -30,5 +27,9 @@ def main(argv=None):
     print(f"run {record['run_id']}: {record['status']}; generator: {record['final_generator']}")
 
 
+def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same
+    return cli.run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    sys.exit(console_main())

@@ -8,12 +8,9 @@ Pillow reads; alpha is upscaled separately, grayscale stays grayscale. Outputs g
 input's name; inputs are never overwritten, existing outputs are kept unless --force.
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from components import cli, config  # noqa: E402
+from components import cli, config
 
 KEYS = ["model_uri", "version", "output", "force", "tile_size", "tile_overlap"]
 
@@ -43,5 +40,9 @@ def main(argv=None):
     return None
 
 
+def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same
+    return cli.run_main(main)
+
+
 if __name__ == "__main__":
-    sys.exit(cli.run_main(main))
+    sys.exit(console_main())

@@ -148,7 +148,7 @@ def command_errors(argv: list[str]) -> list[str]:
         except config.ConfigError as exc:
             return [f"{argv[i]}: --config {known.config}: {exc}"]
     if unknown and os.path.basename(script) in BEAM_SCRIPTS:
-        from components.examples.pipeline import PreprocessError, _pipeline_options
+        from components.preprocess.beam import PreprocessError, _pipeline_options
         try:
             _pipeline_options(unknown)
         except PreprocessError as exc:

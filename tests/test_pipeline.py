@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import registry, retraining, sample_data, storage
+from components import pipeline, registry, sample_data, storage
 from components.evaluator import evaluate
 from tests.conftest import REPO, kill_processes_of, shared_data
 
@@ -248,12 +248,12 @@ def test_blessing_rule(psnr, baseline, expected):
 
 def test_drift_is_measured_in_stds():
     old = {"hr_mean": [100.0, 100.0, 100.0], "hr_std": [50.0, 50.0, 50.0]}
-    same = retraining.drift(old, old, 0.25)
+    same = pipeline.drift(old, old, 0.25)
     assert same["checked"] and not same["drifted"] and same["max_mean_shift_in_std"] == 0
-    moved = retraining.drift({"hr_mean": [100.0, 120.0, 100.0], "hr_std": [50.0, 60.0, 50.0]}, old, 0.25)
+    moved = pipeline.drift({"hr_mean": [100.0, 120.0, 100.0], "hr_std": [50.0, 60.0, 50.0]}, old, 0.25)
     assert moved["drifted"] and moved["max_mean_shift_in_std"] == pytest.approx(0.4) and "drift" in moved["warning"]
     assert moved["std_ratio"][1] == pytest.approx(1.2)
-    assert retraining.drift(old, None, 0.25)["checked"] is False
+    assert pipeline.drift(old, None, 0.25)["checked"] is False
 
 
 def test_evaluator_metrics_match_an_independent_computation():

@@ -1,4 +1,4 @@
-"""The examples+transform component, run for real on Beam's DirectRunner with tensorflow-transform."""
+"""The preprocess component, run for real on Beam's DirectRunner with tensorflow-transform."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import config, dataset, examples, sample_data, storage
+from components import config, dataset, preprocess, sample_data, storage
 from components.degradation import degrade
 from tests.conftest import REPO, shared_data
 
@@ -65,7 +65,7 @@ def run_job(input_uri, root, beam_args=(), **preprocess):
     cfg = config.Config(artifact_root=root, input=input_uri)
     for k, v in preprocess.items():
         config.set_value(cfg, k, v)
-    info = examples.run(cfg, list(beam_args))
+    info = preprocess.run(cfg, list(beam_args))
     return info, dataset.dataset_uri(root, info["dataset_id"])
 
 

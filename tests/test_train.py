@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from components import config, dataset, examples, sample_data, storage
+from components import config, dataset, preprocess, sample_data, storage
 from tests.conftest import REPO, free_port, kill_processes_of
 
 TINY = ["--generator-width", "8", "--generator-blocks", "2", "--discriminator-width", "8",
@@ -28,7 +28,7 @@ def tiny_dataset(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("train-root"))
     cfg = config.Config(artifact_root=root, input=sample_data.write_sample_images())
     cfg.preprocess.eval_count = 8
-    info = examples.run(cfg, [])
+    info = preprocess.run(cfg, [])
     return root, info["dataset_id"]
 
 

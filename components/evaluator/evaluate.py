@@ -24,6 +24,7 @@ from components import dataset, metrics, provenance, registry, storage, upscaler
 from components.config import Config
 from components.degradation import degrade
 from components.evaluator import plots
+from components.errors import UserError
 
 log = logging.getLogger("evaluate")
 BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
@@ -32,7 +33,7 @@ EVAL_TILE = 512  # LR tile for full-size images: bounds memory, big enough that 
 ROWS_PER_GRID = 8
 
 
-class EvaluateError(RuntimeError):
+class EvaluateError(UserError):
     """Nothing to evaluate, or an input is missing; the message says what."""
 
 

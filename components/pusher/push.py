@@ -16,13 +16,14 @@ import tempfile
 
 from components import dataset, provenance, registry, storage
 from components.config import Config
+from components.errors import UserError
 
 log = logging.getLogger("push")
 SIGNATURE = {"name": "serving_default", "inputs": {"images": "uint8 [batch, height, width, 3]"},
              "outputs": {"sr": "uint8 [batch, 4*height, 4*width, 3]"}}
 
 
-class PushError(RuntimeError):
+class PushError(UserError):
     """The run cannot be pushed (not evaluated, not blessed, no generator); the message says why."""
 
 

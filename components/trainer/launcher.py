@@ -14,13 +14,14 @@ import re
 
 from components import dataset, provenance, storage
 from components.config import Config
+from components.errors import UserError
 
 log = logging.getLogger("trainer")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError):
     """The training run cannot start or did not finish; the message says why."""
 
 

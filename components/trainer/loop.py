@@ -149,8 +149,8 @@ def train_loop_per_worker(config: dict) -> None:
     from components.trainer import checkpoint, input_fn, losses
     from components.trainer.step import SRGANSteps
 
-    from components import cli
-    cli.setup_logging()  # the worker's own process: our INFO lines, not absl's/TF's
+    from components.logs import setup_logging
+    setup_logging()  # the worker's own process: our INFO lines, not absl's/TF's
     cfg = TrainConfig(**{f.name: config["train"][f.name] for f in fields(TrainConfig)})
     dataset_uri, run_uri = config["dataset_uri"], config["run_uri"]
     ctx = ray.train.get_context()

@@ -1,4 +1,4 @@
-"""The examples+transform component: raw images -> validated 128/32 TFRecord pairs, as a Beam job.
+"""The preprocess component (examples+transform): raw images -> validated 128/32 TFRecord pairs, as a Beam job.
 
 Flow: list inputs and fingerprint them (the dataset id) -> skip if that dataset is committed ->
 Beam: read + decode + crop each file (rejects go to rejected.jsonl) -> tensorflow-transform
@@ -22,6 +22,7 @@ from apache_beam.metrics import Metrics
 
 from components import dataset, images, provenance, storage
 from components.config import Config, PreprocessConfig
+from components.errors import UserError
 
 log = logging.getLogger("preprocess")
 FORMAT_VERSION = 1
@@ -29,7 +30,7 @@ FORMAT_VERSION = 1
 FINGERPRINT_KEYS = ("crop_size", "scale", "resize_short_side", "eval_fraction", "eval_count", "image_extensions")
 
 
-class PreprocessError(RuntimeError):
+class PreprocessError(UserError):
     """The preprocessing job cannot run or its result fails a check; the message says why."""
 
 
@@ -166,7 +167,7 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    from components.examples.preprocessing import RAW_FEATURE_SPEC, make_preprocessing_fn
+    from components.preprocess.transform import RAW_FEATURE_SPEC, make_preprocessing_fn
 
     raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
     decoded = (
@@ -227,7 +228,7 @@ def _statistics(out_dir: str, crop_size: int) -> dict:
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from components.examples.preprocessing import STATS_PREFIX
+    from components.preprocess.transform import STATS_PREFIX
 
     tft_out = tft.TFTransformOutput(out_dir)
     dummy = {"hr_raw": tf.constant([bytes(crop_size * crop_size * 3)]), "source": tf.constant([b""])}

@@ -41,7 +41,7 @@ def drift(new_stats: dict | None, old_stats: dict | None, threshold: float) -> d
 
 def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     """Run every step (skipping committed ones); returns the summary written to pipeline.json."""
-    from components import evaluator, examples, pusher, trainer
+    from components import evaluator, preprocess, pusher, trainer
 
     cfg = copy.deepcopy(cfg)
     steps, started = [], time.time()
@@ -51,7 +51,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         log.info("pipeline: %s %s %s", name, status, details or "")
 
     t0 = time.time()
-    info = examples.run(cfg, beam_args)
+    info = preprocess.run(cfg, beam_args)
     cfg.dataset_id = info["dataset_id"]
     step("preprocess", "skipped (committed)" if info.get("skipped") else "ran", t0, dataset_id=cfg.dataset_id,
          num_train=info["num_train"], num_eval=info["num_eval"], num_rejected=info.get("num_rejected"))
