@@ -66,9 +66,8 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from components.logs import setup_logging
-    from components import evaluator, preprocess, pusher, storage, trainer
+    from components import evaluator, preprocess, pusher, runs, storage, trainer
     from components.config import Config
-    from components.evaluator.plots import read_history
 
     setup_logging()
     cfg = Config(artifact_root=args.artifact_root, input=args.faces)
@@ -94,14 +93,13 @@ def main(argv=None):
         cfg.run_id = f"{base}-{name}"
         cfg.push.model_name = f"faces-x4-{args.recipe}-{name}"  # blessing compares with this model's LATEST
         t.pretrain_steps, t.gan_steps = pre, gan
-        t.warm_start = trainer.run_uri(args.artifact_root, warm_from) if warm_from else None
+        t.warm_start = runs.run_uri(args.artifact_root, warm_from) if warm_from else None
         started = time.time()
         record = trainer.run(cfg)
         seconds = time.time() - started
         result = evaluator.run(cfg)
-        pushed = pusher.run(cfg) if result["decision"] == evaluator.BLESSED else None
-        history = read_history(storage.read_text(storage.join(trainer.run_uri(args.artifact_root, cfg.run_id),
-                                                              "history.jsonl")))
+        pushed = pusher.run(cfg) if result["decision"] == runs.BLESSED else None
+        history = runs.read_history(args.artifact_root, cfg.run_id)
         rates = [h["images_per_second"] for h in history if h.get("event") == "train"]
         report["phases"][name] = {
             "run_id": cfg.run_id, "steps": pre + gan, "seconds_incl_ray_start": round(seconds, 1),
@@ -111,7 +109,7 @@ def main(argv=None):
             "decision": result["decision"], "pushed": pushed and pushed["uri"],
             "nonfinite_steps": record.get("final_metrics", {}).get("nonfinite_steps"),
             "d_accuracy": _d_accuracy(history),
-            "eval_folder": evaluator.eval_uri(args.artifact_root, cfg.run_id),
+            "eval_folder": runs.eval_uri(args.artifact_root, cfg.run_id),
         }
         print(json.dumps({name: {k: report["phases"][name][k] for k in ("steps", "seconds_incl_ray_start")},
                           "psnr_gain": result["eval_split"]["gain_psnr_rgb"]}), file=sys.stderr)

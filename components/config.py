@@ -76,6 +76,7 @@ class TrainConfig:
     augment: bool = True              # flip + small colour jitter, identical on HR and LR
     # checkpoints and safety
     checkpoint_every_steps: int = 0   # besides every epoch end; 0: epoch ends only
+    preemption_check_every_steps: int = 10  # ask Ray Train for preemption news (a barrier) every N steps; 0: never
     keep_checkpoints: int = 3
     max_failures: int = 3             # worker failures Ray Train recovers from (restart + resume)
     max_nonfinite_in_row: int = 5     # then the last good checkpoint is restored
@@ -129,9 +130,6 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def _sections(cls) -> list[tuple[Optional[str], type]]:

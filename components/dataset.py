@@ -39,10 +39,6 @@ def load_info(uri: str) -> dict:
     return storage.read_json(marker)
 
 
-def shard_pattern(split: str) -> str:
-    return f"{split}-*.tfrecord.gz"
-
-
 def make_example(hr_png: bytes, lr_png: bytes, source: str | bytes) -> bytes:
     import tensorflow as tf
 
@@ -64,12 +60,6 @@ def feature_spec(uri: str) -> dict:
     if missing:
         raise DatasetError(f"{uri}: transform output lacks record features {missing}")
     return {k: spec[k] for k in RECORD_FEATURES}
-
-
-def split_files(uri: str, split: str) -> list[str]:
-    """Local (or gs://) paths of a split's shards, staged when the dataset is on s3."""
-    load_info(uri)  # refuse uncommitted datasets
-    return _shards(uri, split)
 
 
 def _shards(uri: str, split: str) -> list[str]:

@@ -19,6 +19,9 @@ TOO_SMALL = "too_small"
 TOO_LARGE = "too_large"
 READ_ERROR = "read_error"
 REASONS = (EMPTY_FILE, NOT_AN_IMAGE, CORRUPT, TOO_SMALL, TOO_LARGE, READ_ERROR)
+# What the upscaler and the evaluator's --eval-images read (case-insensitive). The preprocess component's
+# `image_extensions` key keeps its own default: it is part of every dataset id.
+READABLE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 class ImageRejected(Exception):
@@ -38,11 +41,16 @@ def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.round(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
 
 
-def decode_rgb(data: bytes, keep_alpha: bool = False) -> np.ndarray:
-    """Any Pillow-readable image -> uint8 [H, W, 3] RGB (or [H, W, 4] RGBA if keep_alpha).
+GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
-    Grayscale, CMYK, palette, 16-bit and alpha images are converted; alpha is composited over white
-    unless kept. EXIF orientation is applied. GIFs and other animations give their first frame.
+
+def decode(data: bytes) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Any Pillow-readable image, opened once -> (rgb uint8 [H, W, 3], alpha uint8 [H, W] or None,
+    was_grayscale).
+
+    Grayscale, CMYK, palette and 16-bit images are converted (16-bit scaled, not clipped); EXIF
+    orientation is applied; GIFs and other animations give their first frame.
     """
     if not data:
         raise ImageRejected(EMPTY_FILE, "the file has 0 bytes")
@@ -52,7 +60,7 @@ def decode_rgb(data: bytes, keep_alpha: bool = False) -> np.ndarray:
             img = Image.open(io.BytesIO(data))
             fmt = img.format
             img.load()
-    except Image.UnidentifiedImageError as exc:
+    except Image.UnidentifiedImageError:
         raise ImageRejected(NOT_AN_IMAGE, f"no image format recognised ({len(data)} bytes, "
                                           f"starting {data[:12]!r})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -64,24 +72,26 @@ def decode_rgb(data: bytes, keep_alpha: bool = False) -> np.ndarray:
     except Exception:  # a broken EXIF block is no reason to lose the pixels
         pass
     mode = img.mode
+    gray = mode in GRAY_MODES
     try:
         if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            gray = _to_uint8(np.asarray(img), mode)
-            rgb = np.repeat(gray[..., None], 3, axis=-1)
-            return np.concatenate([rgb, np.full_like(gray[..., None], 255)], -1) if keep_alpha else rgb
-        has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
-        if has_alpha:
-            rgba = img.convert("RGBA")
-            if keep_alpha:
-                return np.asarray(rgba, dtype=np.uint8).copy()
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8).copy()
-        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            return np.repeat(_to_uint8(np.asarray(img), mode)[..., None], 3, axis=-1), None, gray
+        if mode in ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+            rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)
+            return np.ascontiguousarray(rgba[..., :3]), np.ascontiguousarray(rgba[..., 3]), gray
+        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy(), None, gray
     except (OSError, ValueError) as exc:
         raise ImageRejected(CORRUPT, f"cannot convert {fmt} mode {mode} to RGB: {exc}") from None
-    if keep_alpha:
-        return np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)
-    return rgb
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Any Pillow-readable image -> uint8 [H, W, 3] RGB; alpha is composited over white (see `decode`)."""
+    rgb, alpha, _gray = decode(data)
+    if alpha is None:
+        return rgb
+    rgba = Image.fromarray(np.concatenate([rgb, alpha[..., None]], -1), "RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"), dtype=np.uint8).copy()
 
 
 def training_crop(rgb: np.ndarray, crop_size: int, resize_short_side: int) -> np.ndarray:

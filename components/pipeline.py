@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from components import registry, storage
+from components import registry, runs, storage
 from components.config import Config
 
 log = logging.getLogger("pipeline")
@@ -48,7 +48,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
 
     def step(name: str, status: str, t0: float, **details):
         steps.append({"step": name, "status": status, "seconds": round(time.time() - t0, 1), **details})
-        log.info("pipeline: %s %s %s", name, status, details or "")
+        log.info("pipeline: %s %s (%.0f s)", name, status, time.time() - t0)  # details: pipeline.json
 
     t0 = time.time()
     info = preprocess.run(cfg, beam_args)
@@ -74,7 +74,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     cfg.run_id = cfg.run_id or f"retrain-{cfg.dataset_id}{suffix}"
 
     t0 = time.time()
-    previous = trainer.read_run(cfg.artifact_root, cfg.run_id)
+    previous = runs.read_run(cfg.artifact_root, cfg.run_id)
     if previous and previous.get("status") == "succeeded" and not cfg.force:
         step("train", "skipped (run finished)", t0, run_id=cfg.run_id)
     else:
@@ -83,8 +83,8 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
              final_metrics={k: v for k, v in (record.get("final_metrics") or {}).items() if isinstance(v, (int, float))})
 
     t0 = time.time()
-    eval_folder = evaluator.eval_uri(cfg.artifact_root, cfg.run_id)
-    already = evaluator.decision(eval_folder) is not None and not cfg.force
+    eval_folder = runs.eval_uri(cfg.artifact_root, cfg.run_id)
+    already = runs.decision(eval_folder) is not None and not cfg.force
     result = evaluator.run(cfg)
     step("evaluate", "skipped (committed)" if already else "ran", t0, decision=result["decision"],
          psnr_rgb=result["eval_split"]["psnr_rgb"], bicubic_psnr_rgb=result["eval_split"]["bicubic_psnr_rgb"],
@@ -92,7 +92,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
 
     t0 = time.time()
     pushed = None
-    if result["decision"] == evaluator.BLESSED:
+    if result["decision"] == runs.BLESSED:
         card = pusher.run(cfg)
         pushed = {"version": card["version"], "uri": card["uri"]}
         step("push", "skipped (already pushed)" if card.get("already_pushed") else "ran", t0, **pushed)
@@ -114,5 +114,5 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 1),
     }
-    storage.write_json(storage.join(trainer.run_uri(cfg.artifact_root, cfg.run_id), "pipeline.json"), summary)
+    storage.write_json(storage.join(runs.run_uri(cfg.artifact_root, cfg.run_id), runs.PIPELINE_JSON), summary)
     return summary

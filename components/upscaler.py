@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from components import storage
+from components import images, runs, storage
 from components.errors import UserError
 
 log = logging.getLogger("upscale")
@@ -43,7 +43,6 @@ class Upscaler:
 def load(model_uri: str, version: str | int | None = None) -> Upscaler:
     """An Upscaler for a version folder, a models/<name> folder, a generator.keras or a run folder."""
     from components import registry
-    from components.trainer.checkpoint import find_generator
 
     if registry.is_version_folder(model_uri) or storage.exists(storage.join(model_uri, registry.LATEST)) \
             or version is not None:
@@ -51,7 +50,7 @@ def load(model_uri: str, version: str | int | None = None) -> Upscaler:
         return _from_saved_model(storage.stage_in(folder), folder)
     if storage.exists(storage.join(model_uri, "saved_model.pb")):
         return _from_saved_model(storage.stage_in(model_uri), model_uri)
-    keras_file = find_generator(model_uri)
+    keras_file = runs.find_generator(model_uri)
     if keras_file is None:
         raise UpscaleError(f"{model_uri}: not a model (no model.json, LATEST, saved_model.pb or generator.keras)")
     return _from_keras(keras_file)
@@ -95,8 +94,7 @@ def tiles(height: int, width: int, tile: int, overlap: int):
             yield core, ctx
 
 
-def upscale_array(model: Upscaler, rgb: np.ndarray, tile: int = 128, overlap: int = 16, batch: int = 4,
-                  progress=None) -> np.ndarray:
+def upscale_array(model: Upscaler, rgb: np.ndarray, tile: int = 128, overlap: int = 16, batch: int = 4) -> np.ndarray:
     """uint8 [H, W, 3] -> uint8 [sH, sW, 3]. Images larger than one tile are cut into tiles with
     `overlap` LR pixels of context; tiles of equal shape run as one batch. Memory is bounded by
     `batch` tiles of (tile + 2 overlap)^2, plus the output image."""
@@ -105,10 +103,7 @@ def upscale_array(model: Upscaler, rgb: np.ndarray, tile: int = 128, overlap: in
     s = model.scale
     h, w = rgb.shape[:2]
     if h <= tile and w <= tile:
-        out = model(rgb[None])[0]
-        if progress:
-            progress(1)
-        return out
+        return model(rgb[None])[0]
     out = np.empty((h * s, w * s, 3), np.uint8)
     groups: dict[tuple, list] = {}
     for core, ctx in tiles(h, w, tile, overlap):
@@ -121,8 +116,6 @@ def upscale_array(model: Upscaler, rgb: np.ndarray, tile: int = 128, overlap: in
                 t, l = (core[0] - ctx[0]) * s, (core[1] - ctx[1]) * s
                 out[core[0] * s:core[2] * s, core[1] * s:core[3] * s] = \
                     tile_sr[t:t + (core[2] - core[0]) * s, l:l + (core[3] - core[1]) * s]
-            if progress:
-                progress(len(chunk))
     return out
 
 
@@ -134,28 +127,13 @@ def tile_count(height: int, width: int, tile: int) -> int:
 
 # ----------------------------------------------------------------------------- files
 
-def read_image(data: bytes):
-    """(rgb uint8 [H, W, 3], alpha uint8 [H, W] or None, was_grayscale) of any Pillow-readable image."""
-    from PIL import Image
-
-    from components import images
-
-    rgba = images.decode_rgb(data, keep_alpha=True)
-    with Image.open(io.BytesIO(data)) as img:
-        mode = img.mode
-        has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    gray = mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-    return np.ascontiguousarray(rgba[..., :3]), (rgba[..., 3] if has_alpha else None), gray
-
-
-def upscale_decoded(model: Upscaler, decoded: tuple, out_format: str, tile: int, overlap: int,
-                    progress=None) -> bytes:
-    """A `read_image` result in, one encoded image (4x) out; alpha upscaled separately (bicubic),
+def upscale_decoded(model: Upscaler, decoded: tuple, out_format: str, tile: int, overlap: int) -> bytes:
+    """An `images.decode` result in, one encoded image (4x) out; alpha upscaled separately (bicubic),
     grayscale stays grayscale."""
     from PIL import Image
 
     rgb, alpha, gray = decoded
-    sr = upscale_array(model, rgb, tile, overlap, progress=progress)
+    sr = upscale_array(model, rgb, tile, overlap)
     if gray:
         img = Image.fromarray(np.round(sr.astype(np.float32).mean(-1)).astype(np.uint8), "L")
     else:
@@ -203,13 +181,11 @@ def plan_files(inputs: list[str], output: str, extensions) -> list[tuple[str, st
 
 
 def upscale_files(model: Upscaler, inputs: list[str], output: str, tile: int = 128, overlap: int = 16,
-                  extensions=(".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"),
+                  extensions=images.READABLE_EXTENSIONS,
                   force: bool = False) -> list[dict]:
     """Upscale every image in `inputs` into the folder `output`. Unreadable files are reported and
     skipped (never a traceback); existing outputs are kept unless `force`. Returns one row per input."""
     from tqdm import tqdm
-
-    from components import images
 
     plan = plan_files(inputs, output, extensions)
     rows = []
@@ -218,7 +194,7 @@ def upscale_files(model: Upscaler, inputs: list[str], output: str, tile: int = 1
         for src, rel in plan:
             row = {"input": src}
             try:
-                decoded = read_image(storage.read_bytes(src))
+                decoded = images.decode(storage.read_bytes(src))
                 out_rel, fmt = output_name(rel, decoded[1] is not None)
                 dest = storage.join(output, out_rel)
                 row["output"] = dest

@@ -23,14 +23,14 @@ def build_parser():
 def main(argv=None):
     cfg = config.from_args(build_parser().parse_args(argv), KEYS)
 
-    from components import evaluator
+    from components import evaluator, runs
     result = evaluator.run(cfg)
     split = result["eval_split"]
     print(f"{result['decision']}: PSNR (RGB) {split['psnr_rgb']:.3f} dB, bicubic {split['bicubic_psnr_rgb']:.3f} dB "
           f"({split['gain_psnr_rgb']:+.3f} dB) on {split['num_images']} eval images")
     for reason in result["reasons"]:
         print(f"  {reason}")
-    print(f"metrics and comparison grids: {cfg.output or evaluator.eval_uri(cfg.artifact_root, cfg.run_id)}")
+    print(f"metrics and comparison grids: {cfg.output or runs.eval_uri(cfg.artifact_root, cfg.run_id)}")
 
 
 def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same

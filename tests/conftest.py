@@ -18,6 +18,18 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _two_logical_cpus() -> None:
+    """Two logical CPU devices for the whole test process, made before anything initialises TensorFlow
+    (afterwards it can no longer be done): MirroredStrategy tests need 2 replicas in one process."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+_two_logical_cpus()
+
+
 def shared_data(*parts: str) -> str:
     """A path under ../shared/data; skips when absent, except in CI where it must be there."""
     path = os.path.join(SHARED_DATA, *parts)

@@ -10,13 +10,10 @@ from components import models
 from components.trainer import losses
 from components.trainer.step import SRGANSteps
 
-# Two logical CPU devices, so MirroredStrategy has 2 replicas in one process.
-_cpu = tf.config.list_physical_devices("CPU")[0]
-try:
-    tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-except RuntimeError:  # already initialised by an earlier test module in this process
-    pass
+# Two logical CPU devices (tests/conftest.py makes them before TensorFlow starts), so MirroredStrategy
+# has 2 replicas in one process.
 DEVICES = [d.name for d in tf.config.list_logical_devices("CPU")]
+assert len(DEVICES) == 2, f"expected 2 logical CPU devices, got {DEVICES}: was TensorFlow initialised before conftest?"
 
 
 def _batch(n=4, hr=32, seed=0):
@@ -53,6 +50,14 @@ def _setup(devices, content_loss="pixel", seed=0, global_batch=4):
         vgg = losses.build_vgg_features("block2_conv2", None) if content_loss == "vgg" else None
     steps = SRGANSteps(strategy, g, d, g_opt, d_opt, vgg, global_batch_size=global_batch, content_loss=content_loss)
     return strategy, steps
+
+
+def _state(steps, counters=True):
+    from components.trainer import checkpoint
+
+    return checkpoint.TrainingState(models={"generator": steps.G, "discriminator": steps.D},
+                                    optimizers={"g_optimizer": (steps.g_opt, steps.G), "d_optimizer": (steps.d_opt, steps.D)},
+                                    counters={"nonfinite_steps": steps.nonfinite_steps} if counters else {})
 
 
 def _dist(strategy, batch, repeat=1):
@@ -169,16 +174,15 @@ def test_checkpoint_state_roundtrip(tmp_path):
     strategy, steps = _setup(DEVICES[:1])
     for b in _dist(strategy, _batch(), 2):
         steps.gan_step(b)
-    trackables = {"generator": steps.G, "discriminator": steps.D, "g_optimizer": steps.g_opt,
-                  "d_optimizer": steps.d_opt, "counters": [steps.nonfinite_steps]}
-    saved = checkpoint.snapshot(trackables)
+    trackables = _state(steps)
+    saved = trackables.snapshot()
     checkpoint.save(str(tmp_path), saved, {"step": 2})
     for b in _dist(strategy, _batch(seed=1), 2):
         steps.gan_step(b)  # move away
-    arrays, meta = checkpoint.load(str(tmp_path))
-    checkpoint.assign(trackables, arrays)
+    arrays, meta = checkpoint.load(str(tmp_path), trackables)
+    trackables.assign(arrays)
     assert meta == {"step": 2}
-    now = checkpoint.snapshot(trackables)
+    now = trackables.snapshot()
     assert now.keys() == saved.keys() and int(steps.g_opt.iterations.numpy()) == 2
     for k in saved:
         np.testing.assert_array_equal(now[k], saved[k], err_msg=k)
@@ -189,11 +193,10 @@ def test_repeated_non_finite_steps_restore_the_last_good_state_then_stop():
     from components.trainer.loop import NonFiniteGuard, TrainingDiverged
 
     strategy, steps = _setup(DEVICES[:1])
-    trackables = {"generator": steps.G, "discriminator": steps.D, "g_optimizer": steps.g_opt,
-                  "d_optimizer": steps.d_opt}
+    trackables = _state(steps, counters=False)
     for b in _dist(strategy, _batch(), 2):
         steps.gan_step(b)
-    last_good = checkpoint.snapshot(trackables)
+    last_good = trackables.snapshot()
     poisoned = _batch()
     poisoned["hr"][:] = np.inf  # every step from here on is non-finite
     guard = NonFiniteGuard(max_in_row=3, max_restores=1)
@@ -202,8 +205,8 @@ def test_repeated_non_finite_steps_restore_the_last_good_state_then_stop():
         _, applied = steps.gan_step(b)
         decisions.append(guard.after_step(bool(applied), i))
     assert decisions == [False, False, True] and guard.restores == 1
-    checkpoint.assign(trackables, last_good)
-    now = checkpoint.snapshot(trackables)
+    trackables.assign(last_good)
+    now = trackables.snapshot()
     assert all(np.array_equal(now[k], last_good[k]) for k in last_good)
     assert int(steps.nonfinite_steps.numpy()) == 3
     # A finite step resets the count; a second run of 3 bad steps is one restore too many.
@@ -216,12 +219,13 @@ def test_repeated_non_finite_steps_restore_the_last_good_state_then_stop():
 
 def test_cosine_learning_rate_schedule_per_phase():
     from components.config import TrainConfig
-    from components.trainer.loop import generator_learning_rate
+    from components.trainer.schedule import Schedule
 
     cfg = TrainConfig(lr_decay="cosine", pretrain_learning_rate=5e-4, g_learning_rate=1e-4)
-    pre = [generator_learning_rate(cfg, "pretrain", s, 0, 100) for s in range(101)]
+    schedule = Schedule(steps_per_epoch=10, pretrain_steps=100, gan_steps=50)
+    pre = [schedule.learning_rate(cfg, s, "pretrain") for s in range(101)]
     assert pre[0] == pytest.approx(5e-4) and pre[50] == pytest.approx(5e-4 * 0.505) and pre[100] == pytest.approx(5e-6)
     assert all(a >= b for a, b in zip(pre, pre[1:]))  # never increases within a phase
-    assert generator_learning_rate(cfg, "gan", 100, 100, 150) == pytest.approx(1e-4)  # each phase starts over
+    assert schedule.learning_rate(cfg, 100) == pytest.approx(1e-4)  # each phase starts over
     cfg.lr_decay = "constant"
-    assert {generator_learning_rate(cfg, "pretrain", s, 0, 100) for s in (0, 60, 99)} == {5e-4}
+    assert {schedule.learning_rate(cfg, s) for s in (0, 60, 99)} == {5e-4}

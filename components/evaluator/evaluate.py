@@ -20,14 +20,14 @@ import time
 
 import numpy as np
 
-from components import dataset, metrics, provenance, registry, storage, upscaler
+from components import dataset, metrics, provenance, registry, runs, storage, upscaler
 from components.config import Config
 from components.degradation import degrade
-from components.evaluator import plots
+from components import plots
 from components.errors import UserError
 
 log = logging.getLogger("evaluate")
-BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
+from components.runs import BLESSED, NOT_BLESSED
 METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "hf_ratio")
 EVAL_TILE = 512  # LR tile for full-size images: bounds memory, big enough that Set5/Set14 are one tile
 ROWS_PER_GRID = 8
@@ -35,19 +35,6 @@ ROWS_PER_GRID = 8
 
 class EvaluateError(UserError):
     """Nothing to evaluate, or an input is missing; the message says what."""
-
-
-def eval_uri(artifact_root: str, run_id: str) -> str:
-    return storage.join(artifact_root, "runs", run_id, "eval")
-
-
-def decision(eval_folder: str) -> dict | None:
-    """The committed decision of an eval folder ({'decision': ..., 'reasons': [...]}), or None."""
-    for name in (BLESSED, NOT_BLESSED):
-        uri = storage.join(eval_folder, name)
-        if storage.exists(uri):
-            return storage.read_json(uri)
-    return None
 
 
 # ----------------------------------------------------------------------------- data
@@ -68,7 +55,7 @@ def image_folder(uri: str, scale: int) -> list[dict]:
 
     rows = []
     for f in storage.list_files(uri):
-        if not storage.matches_extension(f, (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")):
+        if not storage.matches_extension(f, images.READABLE_EXTENSIONS):
             continue
         try:
             hr = metrics.modcrop(images.decode_rgb(storage.read_bytes(f)), scale)
@@ -190,17 +177,15 @@ def _safe(name: str) -> str:
 
 def _target(cfg: Config) -> tuple[str, str, str]:
     """(model URI, dataset id, output URI) for what the config asks to evaluate."""
-    from components import trainer
-
     if cfg.run_id:
-        record = trainer.read_run(cfg.artifact_root, cfg.run_id)
+        record = runs.read_run(cfg.artifact_root, cfg.run_id)
         if record is None:
             raise EvaluateError(f"run {cfg.run_id}: no run.json under {cfg.artifact_root}/runs (train it first)")
         if record.get("status") != "succeeded" or not record.get("final_generator"):
             raise EvaluateError(f"run {cfg.run_id} has status {record.get('status')!r} and no final generator: "
                                 "only finished runs are evaluated")
         model = cfg.model_uri or record["final_generator"]
-        return model, cfg.dataset_id or record["dataset_id"], cfg.output or eval_uri(cfg.artifact_root, cfg.run_id)
+        return model, cfg.dataset_id or record["dataset_id"], cfg.output or runs.eval_uri(cfg.artifact_root, cfg.run_id)
     if cfg.model_uri:
         if not cfg.output:
             raise EvaluateError("evaluating --model-uri without --run-id needs --output (where the results go)")
@@ -217,7 +202,7 @@ def run(cfg: Config) -> dict:
     """Evaluate; returns metrics.json's content (with 'decision'). A committed eval is reused unless force."""
     model_uri, dataset_id, out = _target(cfg)
     ev, scale = cfg.evaluate, cfg.preprocess.scale
-    existing = decision(out)
+    existing = runs.decision(out)
     if existing and not cfg.force:
         log.info("%s: already evaluated (%s); --force re-evaluates", out, existing["decision"])
         return storage.read_json(storage.join(out, "metrics.json"))
@@ -267,7 +252,6 @@ def run(cfg: Config) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.time() - started, 1),
     }
-    history_uri = storage.join(cfg.artifact_root, "runs", cfg.run_id, "history.jsonl") if cfg.run_id else None
     if existing:  # --force: replace the committed evaluation
         storage.delete(out, recursive=True)
     with storage.staged_output(out, result["decision"]) as d:
@@ -285,13 +269,12 @@ def run(cfg: Config) -> dict:
         for uri, folder_rows, folder_sr, scores in folders:
             for r, png in zip(folder_rows, _grids(folder_rows, folder_sr, scores, ev.grid_images, scale)):
                 put(f"grids/{_safe(storage.basename(uri))}-{_safe(os.path.splitext(r['name'])[0])}.png", png)
-        if history_uri and storage.exists(history_uri):
-            curve = plots.loss_curve(plots.read_history(storage.read_text(history_uri)))
-            if curve:
-                put("loss_curve.png", curve)
+        curve = plots.loss_curve(runs.read_history(cfg.artifact_root, cfg.run_id)) if cfg.run_id else None
+        if curve:
+            put("loss_curve.png", curve)
         put("metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
         put(result["decision"], json.dumps({"decision": result["decision"], "reasons": reasons}, indent=2) + "\n")
-    log.info("%s: %s", result["decision"], "; ".join(reasons))
+    log.debug("%s: %s", result["decision"], "; ".join(reasons))  # the jobs print the decision, once
     log.info("PSNR (RGB) %.3f dB vs bicubic %.3f dB (%+.3f); metrics and grids in %s", summary["psnr_rgb"],
              summary["bicubic_psnr_rgb"], summary["gain_psnr_rgb"], out)
     return result

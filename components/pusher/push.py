@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 
-from components import dataset, provenance, registry, storage
+from components import dataset, provenance, registry, runs, storage
 from components.config import Config
 from components.errors import UserError
 
@@ -58,22 +58,21 @@ def _already_pushed(root: str, run_id: str, generator_sha: str, blessed: bool) -
 
 def run(cfg: Config) -> dict:
     """Push the run `cfg.run_id`; returns the model card (with 'uri'). Idempotent per run + generator."""
-    from components import evaluator, trainer
 
     if not cfg.run_id:
         raise PushError("pass --run-id: the run to push")
-    run_folder = trainer.run_uri(cfg.artifact_root, cfg.run_id)
-    record = trainer.read_run(cfg.artifact_root, cfg.run_id)
+    run_folder = runs.run_uri(cfg.artifact_root, cfg.run_id)
+    record = runs.read_run(cfg.artifact_root, cfg.run_id)
     if record is None:
         raise PushError(f"run {cfg.run_id}: no run.json under {cfg.artifact_root}/runs")
     generator_uri = record.get("final_generator")
     if record.get("status") != "succeeded" or not generator_uri:
         raise PushError(f"run {cfg.run_id} has status {record.get('status')!r}: only finished runs are pushed")
-    eval_folder = evaluator.eval_uri(cfg.artifact_root, cfg.run_id)
-    verdict = evaluator.decision(eval_folder)
+    eval_folder = runs.eval_uri(cfg.artifact_root, cfg.run_id)
+    verdict = runs.decision(eval_folder)
     if verdict is None:
         raise PushError(f"run {cfg.run_id} has not been evaluated: run jobs/evaluate.py --run-id {cfg.run_id} first")
-    blessed = verdict["decision"] == evaluator.BLESSED
+    blessed = verdict["decision"] == runs.BLESSED
     if not blessed and not cfg.push.push_unblessed:
         raise PushError(f"run {cfg.run_id} is NOT_BLESSED, nothing pushed ({'; '.join(verdict['reasons'])}). "
                         "--push-unblessed exports it anyway, as a version LATEST never points to")

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 
-from components import dataset, provenance, storage
+from components import dataset, provenance, runs, storage
 from components.config import Config
 from components.errors import UserError
 
@@ -23,16 +23,6 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 class TrainError(UserError):
     """The training run cannot start or did not finish; the message says why."""
-
-
-def run_uri(artifact_root: str, run_id: str) -> str:
-    return storage.join(artifact_root, "runs", run_id)
-
-
-def read_run(artifact_root: str, run_id: str) -> dict | None:
-    """A run's run.json (config, status, final generator, ...), or None when the run has none."""
-    uri = storage.join(run_uri(artifact_root, run_id), "run.json")
-    return storage.read_json(uri) if storage.exists(uri) else None
 
 
 def _check(cfg: Config) -> dict:
@@ -57,13 +47,13 @@ def _check(cfg: Config) -> dict:
         raise TrainError(f"lr_decay {t.lr_decay!r}: choose constant or cosine")
     if t.content_loss not in ("vgg", "pixel"):
         raise TrainError(f"content_loss {t.content_loss!r}: choose vgg or pixel")
-    for name in ("pretrain_steps", "gan_steps", "pretrain_epochs", "gan_epochs", "steps_per_epoch"):
+    for name in ("pretrain_steps", "gan_steps", "pretrain_epochs", "gan_epochs", "steps_per_epoch",
+                 "preemption_check_every_steps"):
         value = getattr(t, name)
         if value is not None and value < 0:
             raise TrainError(f"{name} must be >= 0, got {value}")
     if t.warm_start:
-        from components.trainer.checkpoint import find_generator
-        if find_generator(t.warm_start) is None:
+        if runs.find_generator(t.warm_start) is None:
             raise TrainError(f"warm_start {t.warm_start}: no generator.keras there")
     return info
 
@@ -73,11 +63,11 @@ def run(cfg: Config) -> dict:
     info = _check(cfg)
     t = cfg.train
     run_id = cfg.run_id or f"{cfg.dataset_id}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%d-%H%M%S}"
-    out = run_uri(cfg.artifact_root, run_id)
-    from components.trainer.loop import phase_lengths
+    out = runs.run_uri(cfg.artifact_root, run_id)
+    from components.trainer.schedule import Schedule
 
-    steps_per_epoch = t.steps_per_epoch or max(1, info["num_train"] // t.global_batch_size)
-    pre, gan = phase_lengths(t, steps_per_epoch)
+    schedule = Schedule.from_config(t, info["num_train"])
+    gan = schedule.gan_steps
     vgg_weights = None
     if t.content_loss == "vgg" and gan > 0:
         from components.trainer.losses import VggWeightsError, resolve_vgg_weights
@@ -93,14 +83,14 @@ def run(cfg: Config) -> dict:
 
     from components.trainer.loop import train_loop_per_worker
 
-    run_json = storage.join(out, "run.json")
-    previous = read_run(cfg.artifact_root, run_id)
+    run_json = storage.join(out, runs.RUN_JSON)
+    previous = runs.read_run(cfg.artifact_root, run_id)
     record = {
         "run_id": run_id,
         "dataset_id": cfg.dataset_id,
         "dataset_uri": dataset.dataset_uri(cfg.artifact_root, cfg.dataset_id),
         "config": dataclasses.asdict(t),
-        "schedule": {"steps_per_epoch": steps_per_epoch, "pretrain_steps": pre, "gan_steps": gan},
+        "schedule": schedule.to_dict(),
         "vgg_features": ("imagenet" if vgg_weights == "imagenet" else "random (untrained)" if vgg_weights is None
                          and t.content_loss == "vgg" and gan > 0 else vgg_weights or "unused"),
         "code_version": provenance.code_version(),
@@ -126,11 +116,11 @@ def run(cfg: Config) -> dict:
                                     "dashboard_port": _free_port(), "_temp_dir": os.environ.get("SRGAN_RAY_TEMP_DIR")}
         ray.init(address=address, logging_level=logging.WARNING, **local)
         started_ray = True
-    fs, path = storage.pyarrow_filesystem(storage.join(cfg.artifact_root, "runs"))
+    fs, path = storage.pyarrow_filesystem(runs.runs_root(cfg.artifact_root))
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config={"train": dataclasses.asdict(t), "dataset_uri": record["dataset_uri"], "run_uri": out,
-                           "vgg_weights_resolved": vgg_weights},
+                           "schedule": schedule.to_dict(), "vgg_weights_resolved": vgg_weights},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": t.cpus_per_worker,
                                                            **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}),
@@ -149,7 +139,7 @@ def run(cfg: Config) -> dict:
     finally:
         if started_ray:
             ray.shutdown()
-    final = storage.join(out, "generator.keras")
+    final = storage.join(out, runs.GENERATOR)
     record.update(status="succeeded", final_generator=final if storage.exists(final) else None,
                   final_metrics=dict(result.metrics or {}),
                   latest_checkpoint=getattr(result.checkpoint, "path", None),

@@ -1,27 +1,36 @@
-"""`train_loop_per_worker`: what every Ray Train worker runs.
+"""What every Ray Train worker runs: build, restore, run each phase, checkpoint, publish outputs.
 
-Phases share one global step counter: steps [0, P) pre-train the generator on pixel MSE (SRResNet),
-steps [P, P+G) train generator and discriminator (SRGAN). Checkpoints at every epoch end, every
-`checkpoint_every_steps`, at each phase end, and once when Ray Train reports that a node of the run is
-being preempted (a spot reclaim, a drained Kubernetes node: what SIGTERM means for a pod). Ray Train V2
-runs this function in a thread, where no signal handler can be installed, so preemption arrives through
-`ray.train.get_preemption_info()` instead.
+`train_loop_per_worker(config)` is the whole of it:
+
+    loop = WorkerLoop(config)   # config, rank, schedule (computed once by the launcher)
+    loop.build()                # strategy, models, optimizers, the distributed steps
+    loop.restore()              # the latest checkpoint, else a warm start, else step 0
+    for phase in PHASES:
+        loop.run_phase(phase)   # epochs of steps; progress lines; checkpoints
+    loop.finish()               # rank 0: generator.keras and the last history rows
+
+Checkpoints at every epoch end, every `checkpoint_every_steps`, at each phase end, and once when Ray
+Train reports that a node of the run is being preempted (a spot reclaim, a drained Kubernetes node: what
+SIGTERM means for a pod). Ray Train V2 runs this function in a thread, where no signal handler can be
+installed, so preemption arrives through `ray.train.get_preemption_info()`, a barrier across workers:
+every worker asks at the same steps, every `preemption_check_every_steps`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import logging
 import os
 import tempfile
 import time
 from dataclasses import fields
 
-import numpy as np
+from components import runs
+from components.trainer.schedule import PHASES, Schedule
 
 log = logging.getLogger("trainer")
+# Half of Kubernetes' default 30 s termination grace period: the notice a preempted pod gets.
+PREEMPTION_CHECK_MAX_SECONDS = 15
 
 
 class TrainingDiverged(RuntimeError):
@@ -53,45 +62,49 @@ class NonFiniteGuard:
         return True
 
 
-def generator_learning_rate(cfg, phase: str, step: int, phase_start: int, phase_end: int) -> float:
-    """The generator's learning rate at `step` (0-based, before the update): constant, or a cosine from
-    the phase's rate down to 1% of it at the phase end."""
-    base = cfg.pretrain_learning_rate if phase == "pretrain" else cfg.g_learning_rate
-    if cfg.lr_decay != "cosine" or phase_end <= phase_start:
-        return base
-    t = min(max((step - phase_start) / (phase_end - phase_start), 0.0), 1.0)
-    return base * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
+def checkpoint_reason(step: int, schedule: Schedule, every_steps: int, preempted: bool) -> str | None:
+    """Why the state after `step` steps is checkpointed, or None: phase_end, epoch_end, every_n_steps,
+    preemption (in that order of precedence)."""
+    if step in (schedule.pretrain_steps, schedule.total):
+        return "phase_end"
+    if step % schedule.steps_per_epoch == 0:
+        return "epoch_end"
+    if every_steps and step % every_steps == 0:
+        return "every_n_steps"
+    return "preemption" if preempted else None
 
 
-def phase_lengths(cfg, steps_per_epoch: int) -> tuple[int, int]:
-    pre = cfg.pretrain_steps if cfg.pretrain_steps is not None else cfg.pretrain_epochs * steps_per_epoch
-    gan = cfg.gan_steps if cfg.gan_steps is not None else cfg.gan_epochs * steps_per_epoch
-    return int(pre), int(gan)
+class Progress:
+    """Mean of each metric since the last progress line, the image rate (excluding the first step:
+    tracing, warm-up) and the ETA."""
 
+    def __init__(self, start_step: int, total: int, global_batch: int):
+        self.start_step, self.total, self.batch = start_step, total, global_batch
+        self.started = self.last_line = time.time()
+        self.window: dict = {}  # metric -> (sum, count)
 
-def _strategy(world_size: int, gpus: int):
-    import tensorflow as tf
+    def add(self, step: int, metrics: dict | None) -> None:
+        """After each step; `metrics` None for a skipped (non-finite) step."""
+        if step == self.start_step + 1:
+            self.started = time.time()
+        for k, v in (metrics or {}).items():
+            total, count = self.window.get(k, (0.0, 0))
+            self.window[k] = (total + float(v), count + 1)
 
-    if world_size > 1:  # Ray Train's TensorflowConfig has set TF_CONFIG for every worker
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    devices = [d.name.replace("/physical_device:", "/") for d in tf.config.list_physical_devices("GPU")][:max(gpus, 0)]
-    return tf.distribute.MirroredStrategy(devices or ["/cpu:0"])
+    def due(self, step: int, every_seconds: float) -> bool:
+        return time.time() - self.last_line >= every_seconds or step == self.total
 
+    def take(self, step: int) -> tuple[dict, float, float]:
+        """(means, images/s, ETA seconds); starts a new window."""
+        now = time.time()
+        rate = (step - self.start_step - 1) * self.batch / max(now - self.started, 1e-9)
+        eta = (self.total - step) * self.batch / max(rate, 1e-9)
+        means = {k: total / count for k, (total, count) in self.window.items()}
+        self.window, self.last_line = {}, now
+        return means, rate, eta
 
-def _grid_png(lr_unit, sr_unit, hr_unit) -> bytes:
-    """Rows of LR (nearest-upscaled) | SR | HR."""
-    from PIL import Image
-
-    from components.models import to_uint8
-    import tensorflow as tf
-
-    hr = to_uint8(hr_unit).numpy()
-    sr = to_uint8(sr_unit).numpy()
-    lr = to_uint8(tf.image.resize(lr_unit, hr.shape[1:3], method="nearest")).numpy()
-    rows = [np.concatenate([a, b, c], axis=1) for a, b, c in zip(lr, sr, hr)]
-    buf = io.BytesIO()
-    Image.fromarray(np.concatenate(rows, axis=0)).save(buf, format="PNG")
-    return buf.getvalue()
+    def reset_window(self) -> None:  # a new phase logs other losses
+        self.window = {}
 
 
 class RunOutputs:
@@ -102,8 +115,8 @@ class RunOutputs:
 
         self.storage, self.run_uri = storage, run_uri
         self.local = tempfile.mkdtemp(prefix="run-outputs-")
-        self.history = os.path.join(self.local, "history.jsonl")
-        remote_history = storage.join(run_uri, "history.jsonl")
+        self.history = os.path.join(self.local, runs.HISTORY)
+        remote_history = storage.join(run_uri, runs.HISTORY)
         if storage.exists(remote_history):  # a resumed run continues its history
             with open(self.history, "wb") as f:
                 f.write(storage.read_bytes(remote_history))
@@ -114,7 +127,7 @@ class RunOutputs:
 
     def append(self, row: dict) -> None:
         with open(self.history, "a") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.write(json.dumps({**row, "time": time.time()}, sort_keys=True) + "\n")
         self.pending.add(self.history)
 
     def scalars(self, step: int, values: dict) -> None:
@@ -128,193 +141,267 @@ class RunOutputs:
             f.write(png)
         self.pending.add(path)
 
+    def upload(self, local_path: str, name: str) -> None:
+        self.storage.upload_file(local_path, self.storage.join(self.run_uri, name))
+
     def publish(self) -> None:
         self.tb.flush()
         for root, _dirs, files in os.walk(os.path.join(self.local, "logs")):
             self.pending.update(os.path.join(root, n) for n in files)
         for path in sorted(self.pending):
-            self.storage.upload_file(path, self.storage.join(self.run_uri, os.path.relpath(path, self.local)))
+            self.upload(path, os.path.relpath(path, self.local))
         self.pending.clear()
 
 
-def train_loop_per_worker(config: dict) -> None:
-    import keras
-    import ray.train
+class WorkerLoop:
+    """One worker's training run; see the module docstring for the order of its parts."""
+
+    def __init__(self, config: dict):
+        import ray.train
+
+        from components.config import TrainConfig
+        from components.logs import setup_logging
+
+        setup_logging()  # the worker's own process: our INFO lines, not absl's/TF's
+        self.cfg = TrainConfig(**{f.name: config["train"][f.name] for f in fields(TrainConfig)})
+        self.schedule = Schedule(**config["schedule"])
+        self.dataset_uri, self.run_uri = config["dataset_uri"], config["run_uri"]
+        self.vgg_weights = config.get("vgg_weights_resolved")
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.step, self.metrics = 0, {}
+        self.preemption_saved = self.warned_cadence = False
+
+    # ------------------------------------------------------------------ build
+
+    def build(self) -> None:
+        import keras
+        import tensorflow as tf
+
+        from components import models
+        from components.dataset import load_info
+        from components.trainer import checkpoint, losses
+        from components.trainer.step import SRGANSteps
+
+        cfg = self.cfg
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, cfg.cpus_per_worker))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.cpus_per_worker))
+        if cfg.precision != "float32":
+            keras.mixed_precision.set_global_policy(cfg.precision)
+        keras.utils.set_random_seed(cfg.seed)
+        self.strategy = _strategy(self.world, cfg.gpus_per_worker)
+        self.info = info = load_info(self.dataset_uri)
+        self.scale = info["preprocess"]["scale"]
+        gan = self.schedule.gan_steps > 0
+
+        def adam(lr):
+            return keras.optimizers.Adam(lr, beta_1=cfg.adam_beta1, beta_2=cfg.adam_beta2, epsilon=cfg.adam_epsilon)
+        with self.strategy.scope():
+            self.generator = models.build_generator(cfg.generator_width, cfg.generator_blocks, self.scale,
+                                                    cfg.residual_over_bicubic)
+            discriminator = models.build_discriminator(info["shapes"]["hr"][0], cfg.discriminator_width,
+                                                       cfg.discriminator_depth, cfg.discriminator_batchnorm,
+                                                       cfg.discriminator_dense)
+            self.g_opt, d_opt = adam(cfg.pretrain_learning_rate), adam(cfg.d_learning_rate)
+            vgg = losses.build_vgg_features(cfg.vgg_layer, self.vgg_weights) if cfg.content_loss == "vgg" and gan else None
+        self.steps = SRGANSteps(self.strategy, self.generator, discriminator, self.g_opt, d_opt, vgg,
+                                global_batch_size=cfg.global_batch_size,
+                                content_loss=cfg.content_loss if gan else "pixel",  # no GAN phase: no VGG
+                                content_weight=cfg.content_weight, adversarial_weight=cfg.adversarial_weight,
+                                loss_scale=2.0 ** 15 if cfg.precision == "mixed_float16" else 1.0, jit=cfg.jit)
+        self.state = checkpoint.TrainingState(
+            models={"generator": self.generator, "discriminator": discriminator},
+            optimizers={"g_optimizer": (self.g_opt, self.generator), "d_optimizer": (d_opt, discriminator)},
+            counters={"nonfinite_steps": self.steps.nonfinite_steps, "loss_scale": self.steps.loss_scale})
+
+    # ------------------------------------------------------------------ restore
+
+    def restore(self) -> None:
+        """Resume from Ray Train's latest checkpoint, else warm-start the generator, else start at 0."""
+        import ray.train
+
+        from components import metrics, models
+        from components.trainer import checkpoint, input_fn
+
+        restores, resumed = 0, False
+        restored = ray.train.get_checkpoint()
+        if restored:
+            with restored.as_directory() as d:
+                arrays, meta = checkpoint.load(d, self.state)
+            self.state.assign(arrays)
+            self.step, restores, resumed = meta["step"], meta.get("restores", 0), True
+            log.info("rank %d: resumed from the checkpoint at step %d", self.rank, self.step)
+        elif self.cfg.warm_start:
+            used = checkpoint.load_generator_weights(self.cfg.warm_start, self.generator)
+            log.info("rank %d: generator warm-started from %s", self.rank, used)
+        self.guard = NonFiniteGuard(self.cfg.max_nonfinite_in_row, self.cfg.max_restores, restores)
+        self.last_good, self.last_good_step = self.state.snapshot(), self.step
+        self.outputs = RunOutputs(self.run_uri) if self.rank == 0 else None
+        if self.outputs and resumed:
+            self.outputs.append({"event": "resume", "step": self.step})
+        self.fixed = input_fn.fixed_batch(self.dataset_uri, 4)
+        self.fixed_hr = models.to_uint8(self.fixed["hr"]).numpy()
+        self.fixed_lr = models.to_uint8(self.fixed["lr"]).numpy()
+        self.fixed_bicubic = metrics.bicubic_upscale(self.fixed_lr, self.scale).numpy()
+        self.bicubic_psnrs = self._fixed_psnrs(self.fixed_bicubic)
+        self.progress = Progress(self.step, self.schedule.total, self.cfg.global_batch_size)
+        if self.rank == 0:
+            s = self.schedule
+            log.info("training: %d replicas (%d workers), global batch %d, %d steps/epoch, pretrain %d + gan %d "
+                     "steps, from step %d", self.strategy.num_replicas_in_sync, self.world, self.cfg.global_batch_size,
+                     s.steps_per_epoch, s.pretrain_steps, s.gan_steps, self.step)
+
+    # ------------------------------------------------------------------ run
+
+    def run_phase(self, phase: str) -> None:
+        """Steps of `phase` from the current step to the phase end, one epoch's dataset at a time."""
+        start, end = self.schedule.bounds(phase)
+        train_step = self.steps.pretrain_step if phase == "pretrain" else self.steps.gan_step
+        while self.step < end:
+            self.g_opt.learning_rate.assign(self.schedule.learning_rate(self.cfg, self.step))
+            for batch in self._epoch_batches():
+                if self.cfg.lr_decay == "cosine":
+                    self.g_opt.learning_rate.assign(self.schedule.learning_rate(self.cfg, self.step))
+                self.metrics, applied = train_step(batch)
+                self.step += 1
+                self._after_step(phase, bool(applied))
+                if self.step >= end:
+                    break
+        self.progress.reset_window()
+
+    def _epoch_batches(self):
+        """The distributed batches of the rest of the current epoch (resumes mid-epoch exactly)."""
+        from components.trainer import input_fn
+
+        cfg, per_epoch = self.cfg, self.schedule.steps_per_epoch
+        epoch, in_epoch = divmod(self.step, per_epoch)
+
+        def dataset_fn(ictx):
+            return input_fn.make_dataset(
+                self.dataset_uri, batch_size=ictx.get_per_replica_batch_size(cfg.global_batch_size), epoch=epoch,
+                seed=cfg.seed, steps=per_epoch, skip_steps=in_epoch, num_shards=ictx.num_input_pipelines,
+                shard_index=ictx.input_pipeline_id, shuffle_buffer=cfg.shuffle_buffer, augment_images=cfg.augment)
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+    def _after_step(self, phase: str, applied: bool) -> None:
+        step, cfg = self.step, self.cfg
+        self.progress.add(step, self.metrics if applied else None)
+        if not applied:
+            log.warning("rank %d: step %d had a non-finite loss or gradient: update skipped (%d in a row, %d in all)",
+                        self.rank, step, self.guard.in_row + 1, int(self.steps.nonfinite_steps.numpy()))
+        if self.guard.after_step(applied, step):  # the same decision on every worker (applied is all-reduced)
+            self.state.assign(self.last_good)
+            log.warning("rank %d: restored the last good state (step %d), restore %d of %d",
+                        self.rank, self.last_good_step, self.guard.restores, cfg.max_restores)
+        if self.rank == 0 and self.progress.due(step, cfg.log_every_seconds):
+            self._progress_line(phase)
+        reason = checkpoint_reason(step, self.schedule, cfg.checkpoint_every_steps, self._preempted())
+        if reason:
+            if self.rank == 0 and reason in ("phase_end", "epoch_end"):
+                self._sample()
+            self.checkpoint(reason)
+
+    def _preempted(self) -> bool:
+        """Ray Train's preemption news, asked every `preemption_check_every_steps` (a barrier: every worker
+        asks at the same steps); True once."""
+        import ray.train
+
+        every = self.cfg.preemption_check_every_steps
+        if self.preemption_saved or not every or self.step % every:
+            return False
+        if ray.train.get_preemption_info() is None:
+            return False
+        log.warning("rank %d: a node of this run is being preempted: checkpointing at step %d", self.rank, self.step)
+        self.preemption_saved = True
+        return True
+
+    def _progress_line(self, phase: str) -> None:
+        step = self.step
+        means, rate, eta = self.progress.take(step)
+        self.outputs.scalars(step, {**means, "perf/images_per_second": rate})
+        log.info("step %d/%d %s epoch %d | %s | %.1f img/s | ETA %s", step, self.schedule.total, phase,
+                 step // self.schedule.steps_per_epoch, " ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())),
+                 rate, time.strftime("%H:%M:%S", time.gmtime(eta)))
+        self.outputs.append({"event": "train", "step": step, "phase": phase, **means, "images_per_second": rate})
+        every = self.cfg.preemption_check_every_steps
+        between = every * self.cfg.global_batch_size / max(rate, 1e-9)
+        if every and between > PREEMPTION_CHECK_MAX_SECONDS and not self.warned_cadence:
+            self.warned_cadence = True
+            log.warning("preemption is checked every %d steps, about %.0f s here: over %d s, a preempted node may be "
+                        "gone before its checkpoint (lower preemption_check_every_steps)", every, between,
+                        PREEMPTION_CHECK_MAX_SECONDS)
+
+    def _fixed_psnrs(self, sr_uint8):
+        """Per image of the fixed batch; whole image, no border crop: a training signal, not the evaluator's figure."""
+        from components import metrics
+
+        return metrics.psnr(sr_uint8, self.fixed_hr, crop_border=0).numpy()
+
+    def _sample(self) -> None:
+        """Rank 0, at epoch and phase ends: fixed-batch PSNR and a labelled LR | bicubic | SR | HR grid."""
+        from components import models, plots
+
+        sr = models.to_uint8(self.generator(self.fixed["lr"], training=False)).numpy()
+        psnrs = self._fixed_psnrs(sr)
+        psnr, bicubic_psnr = float(psnrs.mean()), float(self.bicubic_psnrs.mean())
+        self.outputs.scalars(self.step, {"eval/psnr_fixed_batch": psnr, "eval/psnr_bicubic_fixed_batch": bicubic_psnr})
+        self.outputs.append({"event": "eval", "step": self.step, "psnr_fixed_batch": psnr,
+                             "psnr_bicubic_fixed_batch": bicubic_psnr})
+        rows = [{"name": f"fixed-{i}", "lr": lr, "bicubic": bic, "sr": s, "hr": hr, "psnr_bicubic": pb, "psnr_sr": ps}
+                for i, (lr, bic, s, hr, pb, ps) in enumerate(zip(self.fixed_lr, self.fixed_bicubic, sr, self.fixed_hr,
+                                                                 self.bicubic_psnrs, psnrs))]
+        self.outputs.sample(self.step, plots.comparison_grid(rows, self.scale))
+
+    # ------------------------------------------------------------------ checkpoint and publish
+
+    def checkpoint(self, reason: str) -> None:
+        """Every worker reports (Ray Train's barrier); rank 0 writes the state and publishes its outputs."""
+        import ray.train
+
+        from components.trainer import checkpoint
+
+        step, s = self.step, self.schedule
+        self.last_good, self.last_good_step = self.state.snapshot(), step
+        meta = {"step": step, "epoch": step // s.steps_per_epoch, "phase": s.phase_of(max(step - 1, 0)),
+                "pretrain_steps": s.pretrain_steps, "gan_steps": s.gan_steps, "restores": self.guard.restores,
+                "reason": reason, "nonfinite_steps": int(self.steps.nonfinite_steps.numpy()),
+                "world_size": self.world, "final": step == s.total}
+        payload = {**{k: float(v) for k, v in self.metrics.items()}, **meta}
+        if self.rank != 0:
+            ray.train.report(payload)
+            return
+        with tempfile.TemporaryDirectory() as d:
+            checkpoint.save(d, self.last_good, meta)
+            self.outputs.append({"event": "checkpoint", **payload})
+            self.outputs.publish()
+            ray.train.report(payload, checkpoint=ray.train.Checkpoint.from_directory(d),
+                             checkpoint_dir_name=f"checkpoint_{step:08d}")
+
+    def finish(self) -> None:
+        """Rank 0: the final generator.keras and the 'done' row."""
+        if self.rank != 0:
+            return
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, runs.GENERATOR)
+            self.generator.save(path)
+            self.outputs.upload(path, runs.GENERATOR)
+        self.outputs.append({"event": "done", "step": self.step, "nonfinite_steps": int(self.steps.nonfinite_steps.numpy())})
+        self.outputs.publish()
+
+
+def _strategy(world_size: int, gpus: int):
     import tensorflow as tf
 
-    from components import metrics as metrics_lib
-    from components import models
-    from components.config import TrainConfig
-    from components.dataset import load_info
-    from components.trainer import checkpoint, input_fn, losses
-    from components.trainer.step import SRGANSteps
+    if world_size > 1:  # Ray Train's TensorflowConfig has set TF_CONFIG for every worker
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    devices = [d.name.replace("/physical_device:", "/") for d in tf.config.list_physical_devices("GPU")][:max(gpus, 0)]
+    return tf.distribute.MirroredStrategy(devices or ["/cpu:0"])
 
-    from components.logs import setup_logging
-    setup_logging()  # the worker's own process: our INFO lines, not absl's/TF's
-    cfg = TrainConfig(**{f.name: config["train"][f.name] for f in fields(TrainConfig)})
-    dataset_uri, run_uri = config["dataset_uri"], config["run_uri"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    tf.config.threading.set_intra_op_parallelism_threads(max(1, cfg.cpus_per_worker))
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.cpus_per_worker))
-    if cfg.precision != "float32":
-        keras.mixed_precision.set_global_policy(cfg.precision)
-    keras.utils.set_random_seed(cfg.seed)
 
-    strategy = _strategy(world, cfg.gpus_per_worker)
-    replicas = strategy.num_replicas_in_sync
-    global_batch = cfg.global_batch_size
-    info = load_info(dataset_uri)
-    steps_per_epoch = cfg.steps_per_epoch or max(1, info["num_train"] // global_batch)
-    pre_steps, gan_steps = phase_lengths(cfg, steps_per_epoch)
-    total = pre_steps + gan_steps
-    hr_size = info["shapes"]["hr"][0]
-
-    def adam(lr):
-        return keras.optimizers.Adam(lr, beta_1=cfg.adam_beta1, beta_2=cfg.adam_beta2, epsilon=cfg.adam_epsilon)
-    with strategy.scope():
-        generator = models.build_generator(cfg.generator_width, cfg.generator_blocks, info["preprocess"]["scale"],
-                                           cfg.residual_over_bicubic)
-        discriminator = models.build_discriminator(hr_size, cfg.discriminator_width, cfg.discriminator_depth,
-                                                   cfg.discriminator_batchnorm, cfg.discriminator_dense)
-        g_opt, d_opt = adam(cfg.pretrain_learning_rate), adam(cfg.d_learning_rate)
-        vgg = None
-        if cfg.content_loss == "vgg" and gan_steps > 0:
-            vgg = losses.build_vgg_features(cfg.vgg_layer, config.get("vgg_weights_resolved"))
-    steps = SRGANSteps(strategy, generator, discriminator, g_opt, d_opt, vgg, global_batch_size=global_batch,
-                       content_loss=cfg.content_loss if gan_steps > 0 else "pixel",  # no GAN phase: no VGG
-                       content_weight=cfg.content_weight,
-                       adversarial_weight=cfg.adversarial_weight,
-                       loss_scale=2.0 ** 15 if cfg.precision == "mixed_float16" else 1.0, jit=cfg.jit)
-    trackables = {"generator": generator, "discriminator": discriminator, "g_optimizer": g_opt,
-                  "d_optimizer": d_opt, "counters": [steps.nonfinite_steps, steps.loss_scale]}
-
-    step, restores, resumed_from = 0, 0, None
-    restored = ray.train.get_checkpoint()
-    if restored:
-        with restored.as_directory() as d:
-            arrays, meta = checkpoint.load(d)
-        checkpoint.assign(trackables, arrays)
-        step, restores, resumed_from = meta["step"], meta.get("restores", 0), meta["step"]
-        log.info("rank %d: resumed from the checkpoint at step %d", rank, step)
-    elif cfg.warm_start:
-        used = checkpoint.load_generator_weights(cfg.warm_start, generator)
-        log.info("rank %d: generator warm-started from %s", rank, used)
-
-    outputs = RunOutputs(run_uri) if rank == 0 else None
-    if outputs and resumed_from is not None:
-        outputs.append({"event": "resume", "step": step, "time": time.time()})
-    fixed = input_fn.fixed_batch(dataset_uri, 4)
-    fixed_hr = models.to_uint8(fixed["hr"])
-    scale = info["preprocess"]["scale"]
-
-    def fixed_psnr(sr_uint8) -> float:  # whole image, no border crop: a training signal, not the evaluator's figure
-        return float(tf.reduce_mean(metrics_lib.psnr(sr_uint8, fixed_hr, crop_border=0)))
-    bicubic_psnr = fixed_psnr(metrics_lib.bicubic_upscale(models.to_uint8(fixed["lr"]), scale))
-
-    preemption_saved = False
-
-    last_good = checkpoint.snapshot(trackables)
-    last_good_step = step
-    guard = NonFiniteGuard(cfg.max_nonfinite_in_row, cfg.max_restores, restores)
-
-    def report(reason: str, metrics: dict, final: bool = False):
-        nonlocal last_good, last_good_step
-        last_good, last_good_step = checkpoint.snapshot(trackables), step
-        meta = {"step": step, "epoch": step // steps_per_epoch, "phase": phase_of(step - 1 if step else 0),
-                "pretrain_steps": pre_steps, "gan_steps": gan_steps, "restores": guard.restores, "reason": reason,
-                "nonfinite_steps": int(steps.nonfinite_steps.numpy()), "world_size": world, "final": final}
-        payload = {**{k.replace("/", "_"): float(v) for k, v in metrics.items()}, **meta}
-        if rank == 0:
-            with tempfile.TemporaryDirectory() as d:
-                checkpoint.save(d, last_good, meta)
-                outputs.append({"event": "checkpoint", **payload, "time": time.time()})
-                outputs.publish()
-                ray.train.report(payload, checkpoint=ray.train.Checkpoint.from_directory(d),
-                                 checkpoint_dir_name=f"checkpoint_{step:08d}")
-        else:
-            ray.train.report(payload)
-
-    def phase_of(s: int) -> str:
-        return "pretrain" if s < pre_steps else "gan"
-
-    if rank == 0:
-        log.info("training: %d replicas (%d workers), global batch %d, %d steps/epoch, pretrain %d + gan %d steps, "
-                 "from step %d", replicas, world, global_batch, steps_per_epoch, pre_steps, gan_steps, step)
-    window: dict = {}  # metric -> (sum, count) since the last progress line
-    last_log = time.time()
-    run_start, run_start_step = time.time(), step
-    metrics: dict = {}
-    while step < total:
-        phase = phase_of(step)
-        epoch, in_epoch = divmod(step, steps_per_epoch)
-        phase_end = pre_steps if phase == "pretrain" else total
-        phase_start = 0 if phase == "pretrain" else pre_steps
-        g_opt.learning_rate.assign(generator_learning_rate(cfg, phase, step, phase_start, phase_end))
-        train_step = steps.pretrain_step if phase == "pretrain" else steps.gan_step
-
-        def dataset_fn(ictx, epoch=epoch, in_epoch=in_epoch):
-            return input_fn.make_dataset(
-                dataset_uri, batch_size=ictx.get_per_replica_batch_size(global_batch), epoch=epoch, seed=cfg.seed,
-                steps=steps_per_epoch, skip_steps=in_epoch, num_shards=ictx.num_input_pipelines,
-                shard_index=ictx.input_pipeline_id, shuffle_buffer=cfg.shuffle_buffer, augment_images=cfg.augment)
-        for batch in strategy.distribute_datasets_from_function(dataset_fn):
-            if cfg.lr_decay == "cosine":
-                g_opt.learning_rate.assign(generator_learning_rate(cfg, phase, step, phase_start, phase_end))
-            metrics, applied = train_step(batch)
-            step += 1
-            if step == run_start_step + 1:  # the rate excludes the first step (tracing, warm-up)
-                run_start = time.time()
-            if bool(applied):
-                for k, v in metrics.items():
-                    total_k, count_k = window.get(k, (0.0, 0))
-                    window[k] = (total_k + float(v), count_k + 1)
-            else:
-                log.warning("rank %d: step %d had a non-finite loss or gradient: update skipped (%d in a row, %d in all)",
-                            rank, step, guard.in_row + 1, int(steps.nonfinite_steps.numpy()))
-            if guard.after_step(bool(applied), step):  # the same decision on every worker (applied is all-reduced)
-                checkpoint.assign(trackables, last_good)
-                log.warning("rank %d: restored the last good state (step %d), restore %d of %d",
-                            rank, last_good_step, guard.restores, cfg.max_restores)
-            now = time.time()
-            if rank == 0 and (now - last_log >= cfg.log_every_seconds or step == total):
-                rate = (step - run_start_step - 1) * global_batch / max(now - run_start, 1e-9)
-                eta = (total - step) * global_batch / max(rate, 1e-9)
-                means = {k: total_k / count_k for k, (total_k, count_k) in window.items()}
-                outputs.scalars(step, {**means, "perf/images_per_second": rate})
-                log.info("step %d/%d %s epoch %d | %s | %.1f img/s | ETA %s", step, total, phase, step // steps_per_epoch,
-                         " ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())), rate,
-                         time.strftime("%H:%M:%S", time.gmtime(eta)))
-                outputs.append({"event": "train", "step": step, "phase": phase, **means, "images_per_second": rate,
-                                "time": now})
-                window, last_log = {}, now
-            epoch_end = step % steps_per_epoch == 0
-            every_n = cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0
-            # A barrier across workers, like the step's all-reduce: every worker asks at every step.
-            preempted = not preemption_saved and ray.train.get_preemption_info() is not None
-            if preempted:
-                log.warning("rank %d: a node of this run is being preempted: checkpointing at step %d", rank, step)
-            if epoch_end or every_n or step == phase_end or preempted:
-                preemption_saved = preemption_saved or preempted
-                reason = ("phase_end" if step == phase_end else "epoch_end" if epoch_end
-                          else "every_n_steps" if every_n else "preemption")
-                if rank == 0 and (epoch_end or step == phase_end):
-                    sr = generator(fixed["lr"], training=False)
-                    psnr = fixed_psnr(models.to_uint8(sr))
-                    outputs.scalars(step, {"eval/psnr_fixed_batch": psnr, "eval/psnr_bicubic_fixed_batch": bicubic_psnr})
-                    outputs.append({"event": "eval", "step": step, "psnr_fixed_batch": psnr,
-                                    "psnr_bicubic_fixed_batch": bicubic_psnr, "time": time.time()})
-                    outputs.sample(step, _grid_png(fixed["lr"][:4], sr[:4], fixed["hr"][:4]))
-                report(reason, metrics, final=step == total)
-            if step == phase_end or step >= total:
-                window = {}  # the next phase logs other losses
-                break
-
-    if rank == 0:
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "generator.keras")
-            generator.save(path)
-            outputs.storage.upload_file(path, outputs.storage.join(run_uri, "generator.keras"))
-        outputs.append({"event": "done", "step": step, "nonfinite_steps": int(steps.nonfinite_steps.numpy()),
-                        "time": time.time()})
-        outputs.publish()
+def train_loop_per_worker(config: dict) -> None:
+    loop = WorkerLoop(config)
+    loop.build()
+    loop.restore()
+    for phase in PHASES:
+        loop.run_phase(phase)
+    loop.finish()

@@ -54,18 +54,6 @@ def comparison_grid(rows: list[dict], scale: int = 4) -> bytes:
     return buf.getvalue()
 
 
-def read_history(text: str) -> list[dict]:
-    rows = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash mid-write: skip it, keep the rest
-    return rows
-
-
 def loss_curve(history: list[dict]) -> bytes | None:
     """PNG: training losses per step (one line per loss, phases shaded) and the fixed-batch PSNR
     against bicubic. None when the history has no training rows."""
