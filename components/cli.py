@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from components import logs
 from components.errors import UserError
-from components.logs import setup_logging
 
 
 def parser(description: str, keys: list[str]):
@@ -16,13 +16,15 @@ def parser(description: str, keys: list[str]):
 
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     config.add_flags(p, keys)
+    p.add_argument("--verbose", action="store_true",
+                   help="show every library line too (TensorFlow, Ray, Beam); by default known noise is filtered")
     return p
 
 
 def run_main(main, argv=None) -> int:
     """Call main(argv); user errors become `error: <message>` on stderr and exit code 2. A main that
     returns an int chooses the exit code (e.g. 1 for partial failure)."""
-    setup_logging()
+    logs.setup_logging()
     try:
         code = main(argv)
     except UserError as exc:
@@ -32,3 +34,12 @@ def run_main(main, argv=None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     return code if isinstance(code, int) else 0
+
+
+def run_console(main) -> int:
+    """A job run from the command line (console script or `python jobs/<name>.py`): --verbose is honoured
+    before anything is imported, the process's stderr is filtered for known noise, then `run_main`."""
+    if "--verbose" in sys.argv[1:]:
+        logs.set_verbose()
+    logs.filter_native_stderr()
+    return run_main(main)

@@ -28,7 +28,7 @@ def main(argv=None):
 
 
 def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same
-    return cli.run_main(main)
+    return cli.run_console(main)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import logging
 import os
 import re
 
-from components import dataset, provenance, runs, storage
+from components import dataset, logs, provenance, runs, storage
 from components.config import Config
 from components.errors import UserError
 
@@ -78,7 +78,7 @@ def run(cfg: Config) -> dict:
 
     import ray
     import ray.train
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.tensorflow import TensorflowTrainer
 
     from components.trainer.loop import train_loop_per_worker
@@ -127,6 +127,8 @@ def run(cfg: Config) -> dict:
         run_config=RunConfig(name=run_id, storage_path=path, storage_filesystem=fs,
                              failure_config=FailureConfig(max_failures=t.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+                             # Ray Train's INFO lines (every report, every checkpoint path) only with --verbose
+                             logging_config=LoggingConfig(log_level="INFO" if logs.verbose() else "WARNING"),
                              worker_runtime_env={"env_vars": _forwarded_env()}),
     )
     try:
@@ -159,7 +161,7 @@ def _free_port() -> int:
 def _forwarded_env() -> dict:
     """Storage settings the workers need (they may start with a different environment)."""
     keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-            "AWS_SESSION_TOKEN", "SRGAN_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL")
+            "AWS_SESSION_TOKEN", "SRGAN_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL", logs.VERBOSE_ENV)
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 

@@ -162,7 +162,7 @@ class WorkerLoop:
         from components.config import TrainConfig
         from components.logs import setup_logging
 
-        setup_logging()  # the worker's own process: our INFO lines, not absl's/TF's
+        setup_logging(ray_worker=True)  # the worker's own process: our lines in our format, not absl's/TF's
         self.cfg = TrainConfig(**{f.name: config["train"][f.name] for f in fields(TrainConfig)})
         self.schedule = Schedule(**config["schedule"])
         self.dataset_uri, self.run_uri = config["dataset_uri"], config["run_uri"]
