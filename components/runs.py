@@ -7,8 +7,9 @@
     eval/           the evaluator's folder: metrics.json, per_image.csv, grids/, and BLESSED | NOT_BLESSED last
     pipeline.json   what jobs/pipeline.py did for this run
 
-Readers accept every format that has been written: run.json before 2026-11-25 named metrics with "_"
-(`loss_g_pixel`); they are read with the names history.jsonl and TensorBoard use (`loss/g_pixel`).
+Readers accept every format that has been written: before 2026-11-25, run.json and the checkpoint rows of
+history.jsonl named metrics with "_" (`loss_g_pixel`); they are read with the one name the train rows and
+TensorBoard use (`loss/g_pixel`).
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def parse_history(text: str) -> list[dict]:
         line = line.strip()
         if line:
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            rows.append({metric_name(k): v for k, v in row.items()})
     return rows
 
 

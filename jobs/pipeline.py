@@ -32,8 +32,9 @@ def main(argv=None):
     print(f"pipeline: run {summary['run_id']} on dataset {summary['dataset_id']} in {summary['seconds']:.0f} s")
     for s in summary["steps"]:
         print(f"  {s['step']:<10} {s['status']}")
+    print(summary["decision"])
     for reason in summary["reasons"]:
-        print(f"  {summary['decision']}: {reason}")
+        print(f"  {reason}")
     for warning in summary["warnings"]:
         print(f"  WARNING: {warning}")
     if summary["pushed"]:

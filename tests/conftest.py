@@ -179,3 +179,82 @@ def photos_dir(tmp_path_factory):
     Image.fromarray(sample_data.photo("coffee")).save(d / "nested" / "coffee.webp", quality=90)
     Image.fromarray(sample_data.photo("rocket")).save(d / "nested" / "deeper" / "rocket.bmp")
     return str(d)
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs a Ray cluster or a whole pipeline run is slow (minutes): not in `-m "not slow"`."""
+    for item in items:
+        if {"ray_cluster", "pushed"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def run_cli(capsys, name: str, *args: str) -> subprocess.CompletedProcess:
+    """A job's command line run in this process, as its user sees it: (returncode, stdout, stderr).
+    For error-message checks: no interpreter start, no TensorFlow import per case."""
+    import importlib
+
+    from components import cli
+
+    module = importlib.import_module(f"srgan_jobs.{name}")
+    capsys.readouterr()
+    try:
+        code = cli.run_main(module.main, list(args))
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([name, *args], code, out, err)
+
+
+class RayCluster:
+    """`ray start --head` on this machine (its own temp dir, 2 CPUs, dashboard on 127.0.0.1), stopped by pid.
+    Drivers join it with `env()`; Ray Train runs that do not kill workers share it (a cluster start
+    costs ~15 s)."""
+
+    def __init__(self):
+        self.temp_dir = f"/tmp/ray-shared{os.getpid()}"
+        self.bin = os.path.dirname(sys.executable)
+        self.dashboard = _free_port()
+        self.address = None
+
+    def base_env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env.update(PATH=self.bin + os.pathsep + env.get("PATH", ""), RAY_AUTH_MODE="token",
+                   TF_CPP_MIN_LOG_LEVEL="2")
+        return env
+
+    def start(self) -> None:
+        import re
+
+        ports = [arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                  "--metrics-export-port", "--runtime-env-agent-port", "--node-manager-port",
+                                  "--object-manager-port", "--ray-client-server-port")
+                 for arg in (flag, str(_free_port()))]
+        out = subprocess.run([os.path.join(self.bin, "ray"), "start", "--head", "--temp-dir", self.temp_dir,
+                              "--num-cpus", "2", "--port", str(_free_port()), "--dashboard-host", "127.0.0.1",
+                              "--dashboard-port", str(self.dashboard), "--include-dashboard", "true",
+                              "--disable-usage-stats", *ports],
+                             capture_output=True, text=True, env=self.base_env(), timeout=180)
+        if out.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"ray start failed: {out.stdout[-2000:]}{out.stderr[-2000:]}")
+        found = re.search(r"--address='([^']+)'", out.stdout + out.stderr)
+        if not found:
+            self.stop()
+            raise RuntimeError(f"ray start printed no address: {out.stdout[-2000:]}")
+        self.address = found.group(1)
+
+    def env(self) -> dict:
+        return {**self.base_env(), "RAY_ADDRESS": self.address}
+
+    def stop(self) -> None:
+        kill_processes_of(self.temp_dir)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    cluster = RayCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

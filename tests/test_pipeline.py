@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import pipeline, registry, sample_data, storage
+from components import logs, pipeline, registry, sample_data, storage
 from components.evaluator import evaluate
-from tests.conftest import REPO, kill_processes_of, shared_data
+from tests.conftest import REPO, kill_processes_of, run_cli, shared_data
 
 # Tiny models, a few steps: the pipeline's mechanics, not its quality (that is the quickstart's job).
 TINY = ["--generator-width", "8", "--generator-blocks", "1", "--residual-over-bicubic",
@@ -45,25 +46,58 @@ def _env(tmp, s3=None):
 
 
 def job(name, *args, env, timeout=900):
+    """A job in its own process, as users run it (its own local Ray unless env has RAY_ADDRESS)."""
     try:
         return subprocess.run([sys.executable, os.path.join(REPO, "jobs", name), *args], capture_output=True,
                               text=True, env=env, timeout=timeout)
     finally:
-        if name == "pipeline.py":
+        if name == "pipeline.py" and "RAY_ADDRESS" not in env:
             kill_processes_of(env["SRGAN_RAY_TEMP_DIR"])
 
 
 @pytest.fixture(scope="module")
-def pushed(s3_server, tmp_path_factory):
-    """One pipeline run on S3 with the built-in sample: preprocess, train, evaluate, push (version 1)."""
+def pushed(s3_server, tmp_path_factory, ray_cluster):
+    """One pipeline run on S3 with the built-in sample: preprocess, train, evaluate, push (version 1).
+    It starts its own local Ray, as the quickstart does; later pipeline runs join the shared cluster."""
     tmp = tmp_path_factory.mktemp("e2e")
     root = s3_server.make_bucket("e2e") + "/srgan"
     env = _env(tmp, s3_server)
     out = job("pipeline.py", "--artifact-root", root, *GOOD, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     run_id = next(line.split()[2] for line in out.stdout.splitlines() if line.startswith("pipeline: run "))
-    return {"root": root, "run_id": run_id, "env": env, "tmp": tmp, "stdout": out.stdout,
-            "models": root + "/models/faces"}
+    return {"root": root, "run_id": run_id, "env": env, "tmp": tmp, "stdout": out.stdout, "stderr": out.stderr,
+            "models": root + "/models/faces", "cluster_env": {**env, **ray_cluster.env()}}
+
+
+# One of our log lines, in any process: "HH:MM:SS <our logger> <LEVEL> ...", maybe behind Ray's
+# "(RayTrainWorker pid=N)" prefix (coloured) for lines forwarded from a worker.
+OUR_LINE = re.compile(r"^(\x1b\[\d+m)?(\([A-Za-z]+ pid=\d+(, ip=[\d.]+)?\)(\x1b\[0m)? )?\d\d:\d\d:\d\d "
+                      rf"({'|'.join(logs.OURS)}) (DEBUG|INFO|WARNING|ERROR) ")
+
+
+def test_a_pipeline_run_shows_our_lines_and_little_else(pushed):
+    """Quiet by default: every stdout line is the job's own; stderr holds our loggers' lines and at most
+    5 others; the decision is printed once."""
+    others = [line for line in pushed["stderr"].splitlines() if line.strip() and not OUR_LINE.match(line)]
+    assert len(others) <= 5, "\n".join(others)
+    ours = [line for line in pushed["stderr"].splitlines() if OUR_LINE.match(line)]
+    assert any(" trainer INFO step " in line and "img/s" in line for line in ours), ours  # worker progress shows
+    assert any(line.startswith("pipeline: run ") for line in pushed["stdout"].splitlines())
+    both = pushed["stdout"] + pushed["stderr"]
+    assert both.count("BLESSED") == 1, both  # the decision, once
+
+
+@pytest.mark.slow
+def test_verbose_brings_library_lines_back(tmp_path):
+    """--verbose: the noise filter is off, and a library's INFO line reaches the terminal."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    args = ["--input", sample_data.write_sample_images(), "--artifact-root", str(tmp_path), "--eval-count", "8"]
+    quiet = job("preprocess.py", *args, env=env)
+    loud = job("preprocess.py", *args, "--force", "--verbose", env=env)
+    assert quiet.returncode == 0 and loud.returncode == 0, quiet.stderr[-2000:] + loud.stderr[-2000:]
+    assert not any(logs.is_noise(line) for line in quiet.stderr.splitlines()), quiet.stderr
+    assert any(logs.is_noise(line) for line in loud.stderr.splitlines()), loud.stderr  # e.g. Beam's runner line
+    assert len(loud.stderr.splitlines()) > len(quiet.stderr.splitlines())
 
 
 def test_pipeline_blesses_pushes_and_reports(pushed):
@@ -92,7 +126,7 @@ def test_pipeline_blesses_pushes_and_reports(pushed):
 
 
 def test_second_pipeline_run_skips_every_step(pushed):
-    out = job("pipeline.py", "--artifact-root", pushed["root"], *GOOD, env=pushed["env"])
+    out = job("pipeline.py", "--artifact-root", pushed["root"], *GOOD, env=pushed["cluster_env"])
     assert out.returncode == 0, out.stderr[-3000:]
     summary = storage.read_json(f"{pushed['root']}/runs/{pushed['run_id']}/pipeline.json")
     assert [s["status"] for s in summary["steps"]] == ["skipped (committed)", "skipped (run finished)",
@@ -164,8 +198,8 @@ def test_evaluate_a_pushed_model_on_benchmark_folders(pushed, tmp_path):
     assert Image.open(out_dir / "grids" / "Set5-baby.png").size[0] == 4 + 4 * (512 + 4)
 
 
-def test_worse_run_is_not_blessed_and_pushes_nothing(pushed):
-    out = job("pipeline.py", "--artifact-root", pushed["root"], *WORSE, env=pushed["env"])
+def test_worse_run_is_not_blessed_and_pushes_nothing(pushed, capsys):
+    out = job("pipeline.py", "--artifact-root", pushed["root"], *WORSE, env=pushed["cluster_env"])
     assert out.returncode == 0, out.stderr[-3000:]
     root = pushed["root"]
     assert storage.exists(f"{root}/runs/worse/eval/NOT_BLESSED") and not storage.exists(f"{root}/runs/worse/eval/BLESSED")
@@ -174,7 +208,7 @@ def test_worse_run_is_not_blessed_and_pushes_nothing(pushed):
     summary = storage.read_json(f"{root}/runs/worse/pipeline.json")
     assert summary["steps"][-1]["status"] == "skipped (NOT_BLESSED)" and summary["pushed"] is None
     assert registry.latest(pushed["models"]) == 1 and 2 not in registry.versions(pushed["models"])
-    refused = job("push.py", "--artifact-root", root, "--run-id", "worse", "--model-name", "faces", env=pushed["env"])
+    refused = run_cli(capsys, "push", "--artifact-root", root, "--run-id", "worse", "--model-name", "faces")
     assert refused.returncode == 2 and "NOT_BLESSED, nothing pushed" in refused.stderr
     assert "Traceback" not in refused.stderr
     claims_before = storage.list_files(pushed["models"] + "/.claims")
@@ -182,34 +216,36 @@ def test_worse_run_is_not_blessed_and_pushes_nothing(pushed):
 
 
 def test_two_pushers_at_once_get_distinct_versions(pushed):
-    """Two processes push the same blessed run (--force makes each a new version) at the same moment."""
-    args = ["--artifact-root", pushed["root"], "--run-id", pushed["run_id"], "--model-name", "faces", "--force"]
-    before = set(registry.versions(pushed["models"]))
+    """Two processes push the same blessed run (--force makes each a new version) at the same moment, under
+    a model name of their own (the other tests expect `faces` at version 1, in any order)."""
+    models = pushed["root"] + "/models/faces-concurrent"
+    args = ["--artifact-root", pushed["root"], "--run-id", pushed["run_id"], "--model-name", "faces-concurrent",
+            "--force"]
+    before = set(registry.versions(models))
     procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "jobs", "push.py"), *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=pushed["env"]) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
-    new = sorted(set(registry.versions(pushed["models"])) - before)
+    new = sorted(set(registry.versions(models)) - before)
     assert len(new) == 2, new
     reported = sorted(int(o[0].split("version ")[1].split(":")[0]) for o in outs)
     assert reported == new
-    assert registry.latest(pushed["models"]) == max(new)
+    assert registry.latest(models) == max(new)
     for v in new:
-        card = registry.card(f"{pushed['models']}/{v}")
+        card = registry.card(f"{models}/{v}")
         assert card["version"] == v and card["blessed"]
-        local = registry.pull(pushed["models"], str(pushed["tmp"] / f"v{v}"), version=v)  # complete and intact
+        local = registry.pull(models, str(pushed["tmp"] / f"v{v}"), version=v)  # complete and intact
         assert local["files"] == card["files"]
 
 
-def test_tampered_version_fails_to_pull_and_leaves_nothing(pushed, tmp_path):
-    env = pushed["env"]
+def test_tampered_version_fails_to_pull_and_leaves_nothing(pushed, tmp_path, capsys):
     source = pushed["models"] + "/1"
     victim = next(f for f in storage.list_files(source) if "/variables/" in f and f.endswith(".index"))
     original = storage.read_bytes(victim)
     storage.write_bytes(victim, original[:-1] + bytes([original[-1] ^ 1]))
     try:
         dest = tmp_path / "pulled"
-        out = job("pull_model.py", "--model-uri", pushed["models"], "--version", "1", "--output", str(dest), env=env)
+        out = run_cli(capsys, "pull_model", "--model-uri", pushed["models"], "--version", "1", "--output", str(dest))
         assert out.returncode == 2 and "sha256 mismatch: variables/variables.index" in out.stderr
         assert "nothing kept" in out.stderr and "Traceback" not in out.stderr
         assert os.listdir(tmp_path) == []  # no output folder, no partial copy
@@ -217,12 +253,12 @@ def test_tampered_version_fails_to_pull_and_leaves_nothing(pushed, tmp_path):
         storage.write_bytes(victim, original)
 
 
-def test_pull_of_missing_versions_is_a_clear_error(pushed, tmp_path):
-    out = job("pull_model.py", "--model-uri", pushed["models"], "--version", "99", "--output", str(tmp_path / "x"),
-              env=pushed["env"])
+def test_pull_of_missing_versions_is_a_clear_error(pushed, tmp_path, capsys):
+    out = run_cli(capsys, "pull_model", "--model-uri", pushed["models"], "--version", "99", "--output",
+                  str(tmp_path / "x"))
     assert out.returncode == 2 and "version 99 does not exist" in out.stderr
-    out = job("pull_model.py", "--model-uri", pushed["root"] + "/models/nobody", "--output", str(tmp_path / "x"),
-              env=pushed["env"])
+    out = run_cli(capsys, "pull_model", "--model-uri", pushed["root"] + "/models/nobody", "--output",
+                  str(tmp_path / "x"))
     assert out.returncode == 2 and "no LATEST" in out.stderr and not os.path.exists(tmp_path / "x")
 
 

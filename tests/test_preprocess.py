@@ -6,8 +6,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from PIL import Image
 
 from components import config, dataset, preprocess, sample_data, storage
 from components.degradation import degrade
-from tests.conftest import REPO, shared_data
+from tests.conftest import run_cli, shared_data
 
 # name -> expected rejection reason (None: accepted, converted to 8-bit RGB)
 BAD_CORPUS = {
@@ -61,9 +59,9 @@ def make_bad_corpus(d: str) -> None:
     open(os.path.join(d, "notes.txt"), "w").write("not an image extension: ignored, and counted\n")
 
 
-def run_job(input_uri, root, beam_args=(), **preprocess):
+def run_job(input_uri, root, beam_args=(), **keys):
     cfg = config.Config(artifact_root=root, input=input_uri)
-    for k, v in preprocess.items():
+    for k, v in keys.items():
         config.set_value(cfg, k, v)
     info = preprocess.run(cfg, list(beam_args))
     return info, dataset.dataset_uri(root, info["dataset_id"])
@@ -167,6 +165,7 @@ def test_dataset_json_and_transform_output(corpus_dataset):
         assert tuple(ex["hr"].shape) == (3, 128, 128, 3) and tuple(ex["lr"].shape) == (3, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_rerun_is_idempotent_and_independent_of_shards_and_location(corpus_dataset, bad_corpus, tmp_path):
     info, uri, root = corpus_dataset
     # Same input, same root: the committed dataset is found, nothing is redone.
@@ -186,6 +185,7 @@ def test_rerun_is_idempotent_and_independent_of_shards_and_location(corpus_datas
     assert changed["dataset_id"] != info["dataset_id"]
 
 
+@pytest.mark.slow
 def test_multiprocessing_runner_gives_the_same_records(corpus_dataset, bad_corpus, tmp_path):
     info, uri, _ = corpus_dataset
     mp_info, mp_uri = run_job(bad_corpus, str(tmp_path), eval_count=3,
@@ -196,6 +196,7 @@ def test_multiprocessing_runner_gives_the_same_records(corpus_dataset, bad_corpu
         storage.join(uri, "rejected.jsonl"))
 
 
+@pytest.mark.slow
 def test_s3_input_and_artifact_root(s3_server, bad_corpus, corpus_dataset):
     info, uri, _ = corpus_dataset
     bucket = s3_server.make_bucket("preprocess")
@@ -227,6 +228,7 @@ def test_real_photos_from_a_package(photos_dir, tmp_path):
     np.testing.assert_array_equal(hr[0], expect[25:153, 25:153])
 
 
+@pytest.mark.slow
 def test_celeba_faces(tmp_path):
     aligned = shared_data("faces-dev", "celeba_align_178x218")
     hq = shared_data("faces-dev", "celebahq_1024")
@@ -248,39 +250,34 @@ def test_celeba_faces(tmp_path):
     assert mean[0] > mean[1] > mean[2]
 
 
-def _job(*args, env=None):
-    return subprocess.run([sys.executable, os.path.join(REPO, "jobs", "preprocess.py"), *args],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
-
-
 @pytest.mark.parametrize("args,message", [
     (["--input", "/nonexistent/images"], "no such file, folder or matching files"),
     (["--eval-fraction", "1.5"], "eval_fraction must be in [0, 1)"),
     (["--no-such-flag", "3"], "unexpected arguments"),
     (["--not-a-beam-option=3"], "unknown flag --not-a-beam-option"),
 ])
-def test_job_bad_flags_give_one_clear_error(tmp_path, args, message, photos_dir):
+def test_job_bad_flags_give_one_clear_error(tmp_path, args, message, photos_dir, capsys):
     if "--input" not in args:
         args = ["--input", photos_dir, *args]
-    out = _job("--artifact-root", str(tmp_path), *args)
+    out = run_cli(capsys, "preprocess", "--artifact-root", str(tmp_path), *args)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_job_empty_folder(tmp_path):
+def test_job_empty_folder(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "readme.txt").write_text("no images here")
-    out = _job("--input", str(tmp_path / "in"), "--artifact-root", str(tmp_path / "art"))
+    out = run_cli(capsys, "preprocess", "--input", str(tmp_path / "in"), "--artifact-root", str(tmp_path / "art"))
     assert out.returncode == 2 and "no image files found" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_job_all_rejected(tmp_path):
+def test_job_all_rejected(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.jpg").write_bytes(b"")
     (tmp_path / "in" / "b.png").write_text("text")
-    out = _job("--input", str(tmp_path / "in"), "--artifact-root", str(tmp_path / "art"), "--eval-fraction", "0")
+    out = run_cli(capsys, "preprocess", "--input", str(tmp_path / "in"), "--artifact-root", str(tmp_path / "art"),
+                  "--eval-fraction", "0")
     assert out.returncode == 2 and "no training image was accepted" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert not os.path.exists(tmp_path / "art" / "datasets") or not any(

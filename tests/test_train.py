@@ -1,5 +1,6 @@
 """The trainer on a real local Ray cluster (Ray Train V2): 1 vs 2 workers, stop/restart, a killed worker,
-checkpoints on S3, and clear errors. Each run starts its own Ray with its own temp dir and stops it."""
+checkpoints on S3, and clear errors. Runs that kill processes start their own Ray (own temp dir) and stop
+it; the others join one cluster shared by the test session."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from components import config, dataset, preprocess, sample_data, storage
-from tests.conftest import REPO, free_port, kill_processes_of
+from tests.conftest import REPO, kill_processes_of, run_cli
 
 TINY = ["--generator-width", "8", "--generator-blocks", "2", "--discriminator-width", "8",
         "--discriminator-dense", "16", "--vgg-weights", "none", "--vgg-layer", "block2_conv2",
@@ -43,8 +44,9 @@ def _kill_ray(ray_tmp: str) -> None:
     kill_processes_of(ray_tmp)
 
 
-def train(root, dataset_id, run_id, *extra, tmp_path, timeout=600, background=False):
-    env, ray_tmp = _env(tmp_path)
+def train(root, dataset_id, run_id, *extra, tmp_path, timeout=600, background=False, cluster=None):
+    """jobs/train.py in a subprocess: on its own new local Ray, or joining `cluster` (a RayCluster)."""
+    env, ray_tmp = _env(tmp_path) if cluster is None else (cluster.env(), None)
     cmd = [sys.executable, os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root,
            "--dataset-id", dataset_id, "--run-id", run_id, *TINY, *extra]
     log = open(os.path.join(str(tmp_path), f"{run_id}-{time.time():.0f}.log"), "w")
@@ -56,7 +58,8 @@ def train(root, dataset_id, run_id, *extra, tmp_path, timeout=600, background=Fa
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        _kill_ray(ray_tmp)
+        if ray_tmp:
+            _kill_ray(ray_tmp)
     out = open(log.name).read()
     assert proc.returncode == 0, out[-4000:]
     return out
@@ -110,15 +113,16 @@ def _checkpoints(root, run_id):
     return sorted(n for n in os.listdir(d) if re.fullmatch(r"checkpoint_\d{8}", n)) if os.path.isdir(d) else []
 
 
-def test_two_workers_match_one_worker(tiny_dataset, tmp_path):
+@pytest.mark.slow
+def test_two_workers_match_one_worker(tiny_dataset, tmp_path, ray_cluster):
     """Same global batch, fixed order, no augmentation: 2 workers (MultiWorkerMirroredStrategy) and
     1 worker end with the same weights, so the all-reduce and the global-batch averaging are right."""
     root, ds_id = tiny_dataset
     common = ["--pretrain-steps", "3", "--gan-steps", "3", "--steps-per-epoch", "3", "--shuffle-buffer", "0",
               "--no-augment", "--content-loss", "vgg"]
-    out = train(root, ds_id, "one-worker", "--num-workers", "1", *common, tmp_path=tmp_path)
+    out = train(root, ds_id, "one-worker", "--num-workers", "1", *common, tmp_path=tmp_path, cluster=ray_cluster)
     assert re.search(r"step \d+/6 (pretrain|gan) epoch \d+ \| .* img/s \| ETA", out), out[-3000:]  # progress line
-    train(root, ds_id, "two-workers", "--num-workers", "2", *common, tmp_path=tmp_path)
+    train(root, ds_id, "two-workers", "--num-workers", "2", *common, tmp_path=tmp_path, cluster=ray_cluster)
     one, two = generator_weights(root, "one-worker"), generator_weights(root, "two-workers")
     for a, b in zip(one, two):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -136,6 +140,7 @@ def test_two_workers_match_one_worker(tiny_dataset, tmp_path):
     assert [n for n in os.listdir(os.path.join(root, "runs", "one-worker", "logs")) if "tfevents" in n]
 
 
+@pytest.mark.slow
 def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path):
     root, ds_id = tiny_dataset
     args = ["--pretrain-steps", "60", "--gan-steps", "0", "--steps-per-epoch", "20", "--checkpoint-every-steps", "5",
@@ -161,6 +166,7 @@ def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path):
     assert len(_checkpoints(root, "stopped")) <= 3  # keep_checkpoints
 
 
+@pytest.mark.slow
 def test_killed_worker_is_restarted_and_resumes(tiny_dataset, tmp_path):
     root, ds_id = tiny_dataset
     args = ["--num-workers", "2", "--pretrain-steps", "40", "--gan-steps", "4", "--steps-per-epoch", "8",
@@ -198,18 +204,19 @@ def _is_train_worker(pid: int, ray_tmp: str) -> bool:
     return "RayTrainWorker" in cmd and ray_tmp in env + cmd
 
 
-def test_checkpoints_on_s3_and_resume_from_there(tiny_dataset, s3_server, tmp_path):
+@pytest.mark.slow
+def test_checkpoints_on_s3_and_resume_from_there(tiny_dataset, s3_server, tmp_path, ray_cluster):
     root, ds_id = tiny_dataset
     bucket = s3_server.make_bucket("train")
     s3_root = bucket + "/srgan"
     s3_server.client().put(os.path.join(root, "datasets", ds_id), f"train/srgan/datasets/{ds_id}", recursive=True)
     args = ["--steps-per-epoch", "2", "--gan-steps", "0", "--content-loss", "pixel"]
-    train(s3_root, ds_id, "on-s3", "--pretrain-steps", "2", *args, tmp_path=tmp_path)
+    train(s3_root, ds_id, "on-s3", "--pretrain-steps", "2", *args, tmp_path=tmp_path, cluster=ray_cluster)
     fs = s3_server.client()
     assert fs.exists("train/srgan/runs/on-s3/checkpoint_00000002/state.npz")
     assert fs.exists("train/srgan/runs/on-s3/history.jsonl") and fs.exists("train/srgan/runs/on-s3/generator.keras")
     # The same run id, extended: it resumes from the checkpoint on S3.
-    train(s3_root, ds_id, "on-s3", "--pretrain-steps", "4", *args, tmp_path=tmp_path)
+    train(s3_root, ds_id, "on-s3", "--pretrain-steps", "4", *args, tmp_path=tmp_path, cluster=ray_cluster)
     rows = history(s3_root, "on-s3")
     assert [r["step"] for r in rows if r["event"] == "resume"] == [2]
     assert rows[-1]["event"] == "done" and rows[-1]["step"] == 4
@@ -225,58 +232,42 @@ def test_checkpoints_on_s3_and_resume_from_there(tiny_dataset, s3_server, tmp_pa
     (["--gan-steps", "two"], "invalid int value"),
     (["--run-id", "a/b"], "run id 'a/b'"),
 ])
-def test_bad_flags_give_one_clear_error(tiny_dataset, args, message):
+def test_bad_flags_give_one_clear_error(tiny_dataset, args, message, capsys):
     root, ds_id = tiny_dataset
     base = ["--artifact-root", root, "--dataset-id", ds_id, "--pretrain-steps", "1", "--gan-steps", "0"]
-    out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "train.py"), *base, *args],
-                         capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    out = run_cli(capsys, "train", *base, *args)
     assert out.returncode == 2, out.stderr[-2000:]
     assert message in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
     assert not os.path.exists(os.path.join(root, "runs", "a"))
 
 
-def test_ray_job_submit_to_a_running_cluster(tiny_dataset, tmp_path):
+@pytest.mark.slow
+def test_ray_job_submit_to_a_running_cluster(tiny_dataset, ray_cluster):
     """`ray start --head` then `ray job submit -- python jobs/train.py ...`: the job joins that cluster."""
     root, ds_id = tiny_dataset
-    ray_tmp = f"/tmp/ray-js{os.getpid()}"
-    bin_dir = os.path.dirname(sys.executable)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(PATH=bin_dir + os.pathsep + env.get("PATH", ""), RAY_AUTH_MODE="token", TF_CPP_MIN_LOG_LEVEL="2")
-    dash = free_port()
-    try:
-        subprocess.run([os.path.join(bin_dir, "ray"), "start", "--head", "--temp-dir", ray_tmp, "--num-cpus", "2",
-                        "--port", str(free_port()), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-                        "--include-dashboard", "true", "--disable-usage-stats",
-                        *[arg for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
-                                           "--metrics-export-port", "--runtime-env-agent-port",
-                                           "--node-manager-port", "--object-manager-port",
-                                           "--ray-client-server-port") for arg in (flag, str(free_port()))]],
-                       check=True, capture_output=True, env=env, timeout=120)
-        deadline = time.time() + 120
-        while True:  # the head's job agent comes up a little after `ray start` returns
-            out = subprocess.run(
-                [os.path.join(bin_dir, "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--",
-                 "python", os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root, "--dataset-id", ds_id,
-                 "--run-id", "submitted", *TINY, "--pretrain-steps", "2", "--gan-steps", "0",
-                 "--content-loss", "pixel"],
-                capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
-            if "No available agent" not in out.stderr + out.stdout or time.time() > deadline:
-                break
-            time.sleep(3)
-    finally:
-        kill_processes_of(ray_tmp)
+    env = ray_cluster.base_env()
+    deadline = time.time() + 120
+    while True:  # the head's job agent comes up a little after `ray start` returns
+        out = subprocess.run(
+            [os.path.join(ray_cluster.bin, "ray"), "job", "submit", "--address",
+             f"http://127.0.0.1:{ray_cluster.dashboard}", "--",
+             "python", os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root, "--dataset-id", ds_id,
+             "--run-id", "submitted", *TINY, "--pretrain-steps", "2", "--gan-steps", "0",
+             "--content-loss", "pixel"],
+            capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
+        if "No available agent" not in out.stderr + out.stdout or time.time() > deadline:
+            break
+        time.sleep(3)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "run submitted: succeeded" in out.stdout
     run = storage.read_json(storage.join(root, "runs", "submitted", "run.json"))
     assert run["status"] == "succeeded" and run["final_metrics"]["step"] == 2
 
 
-def test_warm_start_folder_without_a_generator_is_refused_before_training(tiny_dataset):
+def test_warm_start_folder_without_a_generator_is_refused_before_training(tiny_dataset, capsys):
     root, ds_id = tiny_dataset  # the artifact root exists, but holds no generator.keras
-    out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root,
-                          "--dataset-id", ds_id, "--pretrain-steps", "1", "--gan-steps", "0", "--warm-start", root],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    out = run_cli(capsys, "train", "--artifact-root", root, "--dataset-id", ds_id, "--pretrain-steps", "1",
+                  "--gan-steps", "0", "--warm-start", root)
     assert out.returncode == 2 and f"warm_start {root}: no generator.keras there" in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr

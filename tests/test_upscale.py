@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from components import models, sample_data, upscaler
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -111,26 +109,21 @@ def test_files_of_every_kind(model, tmp_path):
     assert again[0]["status"].startswith("exists")
 
 
-def test_cli_never_overwrites_inputs_and_reports_bad_files(generator_file, tmp_path):
+def test_cli_never_overwrites_inputs_and_reports_bad_files(generator_file, tmp_path, capsys):
     src = tmp_path / "imgs"
     os.makedirs(src)
     (src / "a.png").write_bytes(_encode(_photo(20, 24), "PNG"))
     before = (src / "a.png").read_bytes()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    job = [sys.executable, os.path.join(REPO, "jobs", "upscale.py"), "--model-uri", generator_file]
-    inside = subprocess.run([*job, str(src), "--output", str(src)], capture_output=True, text=True, env=env, timeout=120)
+    job = ["--model-uri", generator_file]
+    inside = run_cli(capsys, "upscale", *job, str(src), "--output", str(src))
     assert inside.returncode == 2 and "inputs are never overwritten" in inside.stderr and "Traceback" not in inside.stderr
     assert (src / "a.png").read_bytes() == before and os.listdir(src) == ["a.png"]
     (src / "b.jpg").write_bytes(b"garbage")
-    ok = subprocess.run([*job, str(src), "--output", str(tmp_path / "o"), "--tile-size", "8"], capture_output=True,
-                        text=True, env=env, timeout=120)
+    ok = run_cli(capsys, "upscale", *job, str(src), "--output", str(tmp_path / "o"), "--tile-size", "8")
     assert ok.returncode == 1, ok.stderr[-2000:]
     assert "a.png" in ok.stdout and ": ok" in ok.stdout and "skipped: not_an_image" in ok.stdout
     assert Image.open(tmp_path / "o" / "a.png").size == (96, 80)
-    missing = subprocess.run([*job, str(tmp_path / "nope.png"), "--output", str(tmp_path / "o2")],
-                             capture_output=True, text=True, env=env, timeout=120)
+    missing = run_cli(capsys, "upscale", *job, str(tmp_path / "nope.png"), "--output", str(tmp_path / "o2"))
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
-    not_a_model = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "upscale.py"), "--model-uri", str(src),
-                                  str(src), "--output", str(tmp_path / "o3")], capture_output=True, text=True, env=env,
-                                 timeout=120)
+    not_a_model = run_cli(capsys, "upscale", "--model-uri", str(src), str(src), "--output", str(tmp_path / "o3"))
     assert not_a_model.returncode == 2 and "not a model" in not_a_model.stderr

@@ -114,7 +114,11 @@ def run(cfg: Config) -> dict:
         # it logs a warning every few seconds); local only, on a free port.
         local = {} if address else {"include_dashboard": True, "dashboard_host": "127.0.0.1",
                                     "dashboard_port": _free_port(), "_temp_dir": os.environ.get("SRGAN_RAY_TEMP_DIR")}
-        ray.init(address=address, logging_level=logging.WARNING, **local)
+        # Every actor of this job (Ray Train's controller too, which writes checkpoints through the storage
+        # filesystem) gets the storage settings: a cluster's nodes may not have them. A `ray job submit`
+        # driver has its runtime env from the submission already (merging could conflict).
+        job_env = {} if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") else {"runtime_env": {"env_vars": _forwarded_env()}}
+        ray.init(address=address, logging_level=logging.WARNING, **local, **job_env)
         started_ray = True
     fs, path = storage.pyarrow_filesystem(runs.runs_root(cfg.artifact_root))
     trainer = TensorflowTrainer(

@@ -1,0 +1,43 @@
+"""The training loop's policies on their own (no Ray): the schedule, when to checkpoint, progress lines."""
+
+from __future__ import annotations
+
+import pytest
+
+from components.config import TrainConfig
+from components.trainer.loop import Progress, checkpoint_reason
+from components.trainer.schedule import Schedule
+
+
+def test_schedule_from_steps_or_epochs():
+    cfg = TrainConfig(global_batch_size=16, pretrain_epochs=2, gan_steps=5)
+    s = Schedule.from_config(cfg, num_train=100)  # 100 // 16 = 6 steps an epoch
+    assert (s.steps_per_epoch, s.pretrain_steps, s.gan_steps, s.total) == (6, 12, 5, 17)
+    assert [s.phase_of(i) for i in (0, 11, 12, 16)] == ["pretrain", "pretrain", "gan", "gan"]
+    assert s.bounds("pretrain") == (0, 12) and s.bounds("gan") == (12, 17)
+    assert Schedule.from_config(TrainConfig(global_batch_size=16, steps_per_epoch=3, pretrain_steps=0, gan_epochs=1),
+                                num_train=5) == Schedule(3, 0, 3)
+    assert Schedule.from_config(TrainConfig(global_batch_size=64), num_train=10).steps_per_epoch == 1  # never 0
+    assert Schedule(**s.to_dict()) == s  # what the launcher hands the workers
+
+
+def test_checkpoint_reasons_in_order_of_precedence():
+    s = Schedule(steps_per_epoch=4, pretrain_steps=6, gan_steps=6)
+    reasons = {step: checkpoint_reason(step, s, every_steps=3, preempted=False) for step in range(1, 13)}
+    assert reasons == {1: None, 2: None, 3: "every_n_steps", 4: "epoch_end", 5: None, 6: "phase_end",
+                       7: None, 8: "epoch_end", 9: "every_n_steps", 10: None, 11: None, 12: "phase_end"}
+    assert checkpoint_reason(5, s, every_steps=0, preempted=True) == "preemption"
+    assert checkpoint_reason(4, s, every_steps=0, preempted=True) == "epoch_end"  # one checkpoint serves both
+
+
+def test_progress_means_rate_and_eta(monkeypatch):
+    clock = iter([100.0, 101.0, 111.0, 111.0, 111.0])
+    monkeypatch.setattr("components.trainer.loop.time.time", lambda: next(clock))
+    p = Progress(start_step=0, total=30, global_batch=16)  # t=100
+    p.add(1, {"loss/g_pixel": 4.0})  # t=101: the rate starts after the first step (tracing, warm-up)
+    p.add(2, None)                   # a skipped step adds no loss
+    p.add(11, {"loss/g_pixel": 2.0})
+    means, rate, eta = p.take(11)    # t=111: 10 steps x 16 images in 10 s
+    assert means == {"loss/g_pixel": pytest.approx(3.0)}
+    assert rate == pytest.approx(16.0) and eta == pytest.approx(19 * 16 / 16.0)
+    assert p.take(11)[0] == {}       # a new window
