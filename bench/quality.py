@@ -66,7 +66,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     from components.logs import setup_logging
-    from components import evaluator, preprocess, pusher, runs, storage, trainer
+    from components import evaluator, preprocess, pusher, runs, trainer
     from components.config import Config
 
     setup_logging()

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -30,7 +29,6 @@ BATCH = 16
 
 
 def _batch(seed=0):
-    from components.logs import setup_logging
     from components import models, sample_data
     from components.degradation import degrade
 
@@ -218,6 +216,7 @@ def main():
     args = parser.parse_args()
     from components import config, preprocess, sample_data
     from components.dataset import dataset_uri
+    from components.logs import setup_logging
     setup_logging()
 
     work = tempfile.mkdtemp(prefix="bench-train-")

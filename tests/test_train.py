@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from components import config, dataset, preprocess, sample_data, storage
+from components import config, preprocess, sample_data, storage
 from tests.conftest import REPO, kill_processes_of, run_cli
 
 TINY = ["--generator-width", "8", "--generator-blocks", "2", "--discriminator-width", "8",

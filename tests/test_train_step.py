@@ -95,6 +95,7 @@ def test_gan_step_updates_both_models_with_finite_losses(content_loss):
     assert all(not np.array_equal(a, b.numpy()) for a, b in zip(d0, steps.D.trainable_variables) if a.size > 1)
 
 
+@pytest.mark.slow
 def test_non_finite_step_is_skipped_and_counted():
     strategy, steps = _setup(DEVICES[:2])
     batch = _batch()
@@ -112,6 +113,7 @@ def test_non_finite_step_is_skipped_and_counted():
     assert bool(applied) and int(steps.nonfinite_steps.numpy()) == 1
 
 
+@pytest.mark.slow
 def test_two_replicas_match_one_with_the_same_global_batch():
     """Per-replica losses averaged over the GLOBAL batch + all-reduce = the single-replica gradient."""
     batch = _batch(n=4)
@@ -189,7 +191,6 @@ def test_checkpoint_state_roundtrip(tmp_path):
 
 
 def test_repeated_non_finite_steps_restore_the_last_good_state_then_stop():
-    from components.trainer import checkpoint
     from components.trainer.loop import NonFiniteGuard, TrainingDiverged
 
     strategy, steps = _setup(DEVICES[:1])
