@@ -31,6 +31,7 @@ setup(
     # jobs/ is installed as `srgan_jobs` (a generic top-level `jobs` would clash); `python jobs/x.py` still works.
     packages=find_packages(include=["components", "components.*"]) + ["srgan_jobs"],
     package_dir={"srgan_jobs": "jobs"},
+    package_data={"components": ["data/*.npz", "data/*.md"]},
     entry_points={"console_scripts": [f"srgan-{name.replace('_', '-')} = srgan_jobs.{name}:console_main" for name in JOBS]},
     install_requires=[req(n) for n in (
         "tensorflow", "keras", "tf-keras", "apache-beam", "tensorflow-transform", "tfx-bsl",

@@ -3,15 +3,20 @@
 PSNR and SSIM on uint8 images (SR outputs are rounded to uint8 first), after cropping `crop_border`
 pixels (= the scale) from every side, either on RGB or on the Y channel of ITU-R BT.601 studio-range
 YCbCr (Y in [16, 235], as MATLAB's rgb2ycbcr). SSIM: Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03.
-Every result says which convention produced it (`convention()`).
+Every result says which convention produced it (`convention()`). NIQE (no reference) follows MATLAB and
+BasicSR, with the published pristine model shipped in components/data/.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
+from scipy import ndimage, special
 
 from components.degradation import degrade
+from components.imresize import imresize
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:
@@ -94,3 +99,72 @@ def convention(scale: int = 4) -> dict:
             "rounding": "SR output rounded to uint8 before the metrics",
             "ssim": "Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03 (tf.image.ssim)",
             "psnr_max_val": 255}
+
+
+# ----------------------------------------------------------------------------- NIQE
+
+NIQE_BLOCK = 96            # px: NIQE's patch; features come from blocks at two scales
+NIQE_MIN_SIDE = 2 * NIQE_BLOCK  # smaller images: NIQE is undefined (None), never a made-up value
+_NIQE_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "niqe_pris_params.npz")
+_AGGD_GAMMA = np.arange(0.2, 10.001, 0.001)
+_AGGD_R = (special.gamma(2 / _AGGD_GAMMA) ** 2 / (special.gamma(1 / _AGGD_GAMMA) * special.gamma(3 / _AGGD_GAMMA)))
+
+
+def _aggd(x: np.ndarray) -> tuple[float, float, float]:
+    """(shape, left scale, right scale) of an asymmetric generalized Gaussian, by moment matching on the
+    same grid of shapes as MATLAB's and BasicSR's NIQE."""
+    x = x.ravel()
+    left, right = np.sqrt(np.mean(x[x < 0] ** 2)), np.sqrt(np.mean(x[x > 0] ** 2))
+    gamma_hat = left / right
+    r_hat = np.mean(np.abs(x)) ** 2 / np.mean(x ** 2)
+    r_norm = r_hat * (gamma_hat ** 3 + 1) * (gamma_hat + 1) / (gamma_hat ** 2 + 1) ** 2
+    alpha = _AGGD_GAMMA[np.argmin((_AGGD_R - r_norm) ** 2)]
+    factor = np.sqrt(special.gamma(1 / alpha) / special.gamma(3 / alpha))
+    return alpha, left * factor, right * factor
+
+
+def _niqe_features(block: np.ndarray) -> list[float]:
+    alpha, beta_l, beta_r = _aggd(block)
+    feats = [alpha, (beta_l + beta_r) / 2]
+    for shift in ((0, 1), (1, 0), (1, 1), (1, -1)):  # products with the 4 neighbours
+        alpha, beta_l, beta_r = _aggd(block * np.roll(block, shift, axis=(0, 1)))
+        mean = (beta_r - beta_l) * special.gamma(2 / alpha) / special.gamma(1 / alpha)
+        feats += [alpha, mean, beta_l, beta_r]
+    return feats
+
+
+def niqe(image: np.ndarray, crop_border: int = 0) -> float | None:
+    """NIQE (Mittal et al. 2013; lower is more natural) of a uint8 RGB or gray image, as BasicSR computes it
+    (and MATLAB before it): BT.601 Y rounded, 96 px blocks at full and half size (MATLAB imresize), the
+    published pristine model. In float32 as BasicSR: the shape fit is sensitive to it (float64 moved one
+    JPEG'd Set5 image by 0.5). None where it is undefined: a side under 192 px (after `crop_border`)."""
+    img = np.asarray(image)
+    if img.ndim == 3:  # Y in [16, 235]; BasicSR's arithmetic (float32 in, float64 dot, /255 * 255)
+        img = (np.dot(img.astype(np.float32) / 255.0, [65.481, 128.553, 24.966]) + 16.0) / 255.0 * 255.0
+    img = img.astype(np.float32)
+    if crop_border:
+        img = img[crop_border:-crop_border, crop_border:-crop_border]
+    img = img.round()
+    h, w = img.shape
+    if min(h, w) < NIQE_MIN_SIDE:
+        return None
+    with np.load(_NIQE_MODEL) as model:
+        mu_pris, cov_pris, window = model["mu_pris_param"], model["cov_pris_param"], model["gaussian_window"]
+    rows, cols = h // NIQE_BLOCK, w // NIQE_BLOCK
+    img = img[:rows * NIQE_BLOCK, :cols * NIQE_BLOCK]
+    per_scale = []
+    for scale in (1, 2):
+        mu = ndimage.convolve(img, window, mode="nearest")
+        sigma = np.sqrt(np.abs(ndimage.convolve(np.square(img), window, mode="nearest") - np.square(mu)))
+        normalized = (img - mu) / (sigma + 1)
+        size = NIQE_BLOCK // scale
+        per_scale.append(np.array([_niqe_features(normalized[r * size:(r + 1) * size, c * size:(c + 1) * size])
+                                   for c in range(cols) for r in range(rows)]))
+        if scale == 1:
+            img = imresize(img / 255.0, 0.5).astype(np.float32) * 255.0
+    feats = np.concatenate(per_scale, axis=1)
+    mu_dist = np.nanmean(feats, axis=0)
+    cov_dist = np.cov(feats[~np.isnan(feats).any(axis=1)], rowvar=False)
+    diff = mu_pris - mu_dist
+    quality = diff @ np.linalg.pinv((cov_pris + cov_dist) / 2) @ diff.T
+    return float(np.sqrt(np.squeeze(quality)))
