@@ -92,6 +92,11 @@ class EvaluateConfig:
     # blessing, on the dataset's eval split, PSNR (RGB) in dB
     bless_min_gain_db: float = 0.2    # must beat bicubic by at least this much
     bless_tolerance_db: float = 0.1   # may be at most this much worse than the model LATEST points to
+    # psnr: the two keys above. perceptual (GAN models): mean NIQE on full-size images (--eval-images) better
+    # than LATEST's (or bicubic's) by at least bless_min_niqe_gain, PSNR at most bless_max_psnr_drop_db lower
+    bless_rule: str = "psnr"
+    bless_min_niqe_gain: float = 0.1
+    bless_max_psnr_drop_db: float = 2.0  # SRGAN vs SRResNet on Set5 in the paper: 2.65 dB lower, far more natural
 
 
 @dataclass

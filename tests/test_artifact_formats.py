@@ -59,3 +59,22 @@ def test_model_card_and_latest_read_by_registry_and_pusher(root):
     assert found is not None and found["version"] == 1
     pipeline_json = storage.read_json(storage.join(runs.run_uri(root, RUN_ID), runs.PIPELINE_JSON))
     assert [s["step"] for s in pipeline_json["steps"]] == ["preprocess", "train", "evaluate", "push"]
+
+
+def test_a_model_name_keeps_its_blessing_rule(root, tmp_path):
+    """version 1 of old-format was blessed by the PSNR rule (a card without `bless_rule`): a run judged by the
+    perceptual rule is refused under that name, with a message that says what to do."""
+    from components.pusher import push
+
+    run = runs.run_uri(root, RUN_ID)
+    record = storage.read_json(storage.join(run, runs.RUN_JSON))  # the fixture moved: point it at its new place
+    record.update(final_generator=storage.join(run, runs.GENERATOR),
+                  dataset_uri=storage.join(root, "datasets", record["dataset_id"]))
+    storage.write_json(storage.join(run, runs.RUN_JSON), record)
+    metrics_uri = storage.join(runs.eval_uri(root, RUN_ID), "metrics.json")
+    storage.write_json(metrics_uri, {**storage.read_json(metrics_uri), "bless_rule": "perceptual"})
+    cfg = config.Config(artifact_root=root, run_id=RUN_ID, force=True)
+    cfg.push.model_name = "old-format"
+    with pytest.raises(push.PushError, match="blessed by the psnr rule.*judged by the perceptual rule.*--bless-rule psnr"):
+        push.run(cfg)
+    assert registry.versions(registry.model_root(root, "old-format")) == [1]  # nothing claimed

@@ -196,6 +196,19 @@ def test_evaluate_a_pushed_model_on_benchmark_folders(pushed, tmp_path):
     grids = sorted(os.listdir(out_dir / "grids"))
     assert "Set5-baby.png" in grids and "Set14-bridge.png" in grids and "eval-000.png" in grids
     assert Image.open(out_dir / "grids" / "Set5-baby.png").size[0] == 4 + 4 * (512 + 4)
+    # NIQE where it is defined: full-size images yes, the 128 px eval crops no ("undefined", never a number)
+    assert m["eval_images"]["Set5"]["niqe_images"] == 5 and m["eval_split"]["niqe"] is None
+    assert m["eval_images"]["Set5"]["hr_niqe"] < m["eval_images"]["Set5"]["bicubic_niqe"]  # HR is more natural
+    assert m["bless_rule"] == "psnr" and m["perceptual"]["candidate"]["niqe_images"] == 19
+    assert "undefined" in (out_dir / "per_image.csv").read_text().splitlines()[1]
+    # The perceptual rule decides on NIQE (full-size images) and PSNR, against LATEST (version 1 here)
+    out = job("evaluate.py", "--artifact-root", pushed["root"], "--model-uri", pushed["models"] + "/1",
+              "--model-name", "faces", "--eval-images", set5, "--bless-rule", "perceptual",
+              "--output", str(tmp_path / "perceptual"), env=pushed["env"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    p = json.loads((tmp_path / "perceptual" / "metrics.json").read_text())
+    assert p["bless_rule"] == "perceptual" and p["baseline"]["version"] == 1
+    assert any(r.startswith(("pass: NIQE", "FAIL: NIQE")) and "current model (version 1)" in r for r in p["reasons"])
 
 
 def test_worse_run_is_not_blessed_and_pushes_nothing(pushed, capsys):
@@ -280,6 +293,37 @@ def test_blessing_rule(psnr, baseline, expected):
                                  None if baseline is None else 4, min_gain_db=0.3, tolerance_db=0.1)
     assert ok is expected, reasons
     assert (any(r.startswith("FAIL") or "not finite" in r for r in reasons)) is (not expected)
+
+
+def _perceptual(psnr, niqe, bicubic_psnr=30.0, bicubic_niqe=7.0, images=5):
+    return {"psnr_rgb": psnr, "bicubic_psnr_rgb": bicubic_psnr, "niqe": niqe, "bicubic_niqe": bicubic_niqe,
+            "niqe_images": images if niqe is not None else 0}
+
+
+@pytest.mark.parametrize("candidate,baseline,expected,says", [
+    (_perceptual(29.0, 5.0), None, True, "of bicubic (no model pushed yet)"),          # natural, 1 dB under bicubic
+    (_perceptual(27.5, 5.0), None, False, "FAIL: PSNR"),                               # 2.5 dB under bicubic
+    (_perceptual(29.0, 6.95), None, False, "FAIL: NIQE"),                              # barely better than bicubic
+    (_perceptual(29.0, 5.0), _perceptual(30.5, 5.5), True, "current model (version 4)"),
+    (_perceptual(29.0, 5.45), _perceptual(30.5, 5.5), False, "FAIL: NIQE"),            # 0.05 better: too little
+    (_perceptual(28.0, 4.0), _perceptual(30.5, 5.5), False, "FAIL: PSNR"),             # 2.5 dB under LATEST
+    (_perceptual(29.0, None), None, False, "NIQE is undefined for every eval image"),  # only 128 px crops
+])
+def test_perceptual_blessing_rule(candidate, baseline, expected, says):
+    ok, reasons = evaluate.bless_perceptual(candidate, baseline, None if baseline is None else 4,
+                                            min_niqe_gain=0.1, max_psnr_drop_db=2.0)
+    assert ok is expected, reasons
+    assert any(says in r for r in reasons), reasons
+    assert any(r.startswith("FAIL") for r in reasons) is (not expected)
+
+
+def test_niqe_summaries_skip_undefined_images():
+    rows = [{"image": "a", "niqe": 4.0, "psnr_rgb": 30.0}, {"image": "b", "niqe": None, "psnr_rgb": 32.0},
+            {"image": "c", "niqe": 6.0, "psnr_rgb": 31.0}]
+    means = evaluate.summarize(rows)
+    assert means["niqe"] == pytest.approx(5.0) and means["niqe_images"] == 2 and means["psnr_rgb"] == pytest.approx(31.0)
+    assert evaluate.summarize(rows[1:2])["niqe"] is None  # never a made-up value
+    assert "undefined" in evaluate._csv(rows, "eval").splitlines()[2]
 
 
 def test_drift_is_measured_in_stds():

@@ -20,15 +20,15 @@ import time
 
 import numpy as np
 
-from components import dataset, metrics, provenance, registry, runs, storage, upscaler
+from components import dataset, metrics, plots, provenance, registry, runs, storage, upscaler
 from components.config import Config
 from components.degradation import degrade
-from components import plots
 from components.errors import UserError
+from components.runs import BLESSED, NOT_BLESSED
 
 log = logging.getLogger("evaluate")
-from components.runs import BLESSED, NOT_BLESSED
 METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "hf_ratio")
+BLESS_RULES = ("psnr", "perceptual")
 EVAL_TILE = 512  # LR tile for full-size images: bounds memory, big enough that Set5/Set14 are one tile
 ROWS_PER_GRID = 8
 
@@ -97,27 +97,37 @@ def with_bicubic(rows: list[dict], scale: int) -> list[dict]:
     for r in rows:
         r["bicubic"] = metrics.bicubic_upscale(r["lr"], scale).numpy()
         r["bicubic_metrics"] = metrics.all_metrics(r["bicubic"], r["hr"], crop_border=scale)
+        r["bicubic_metrics"]["niqe"] = metrics.niqe(r["bicubic"], crop_border=scale)
+        r["hr_niqe"] = metrics.niqe(r["hr"], crop_border=scale)
     return rows
 
 
 def score(rows: list[dict], sr: list[np.ndarray], scale: int) -> list[dict]:
-    """Per image: the metrics of SR and of bicubic (rows from `with_bicubic`), and SR minus bicubic."""
+    """Per image: the metrics of SR and of bicubic (rows from `with_bicubic`), and SR minus bicubic; NIQE
+    of SR, bicubic and HR, None where it is undefined (a side under 192 px)."""
     per_image = []
     for r, s in zip(rows, sr):
-        m_sr = metrics.all_metrics(s, r["hr"], crop_border=scale)
+        m_sr = {**metrics.all_metrics(s, r["hr"], crop_border=scale), "niqe": metrics.niqe(s, crop_border=scale)}
         m_bic = r["bicubic_metrics"]
         row = {"image": r["name"]}
-        for k in METRIC_KEYS:
+        for k in (*METRIC_KEYS, "niqe"):
             row[k] = m_sr[k]
             row[f"bicubic_{k}"] = m_bic[k]
-            row[f"gain_{k}"] = m_sr[k] - m_bic[k]
+            row[f"gain_{k}"] = None if m_sr[k] is None else m_sr[k] - m_bic[k]
+        row["hr_niqe"] = r["hr_niqe"]
         per_image.append(row)
     return per_image
 
 
 def summarize(per_image: list[dict]) -> dict:
+    """Means over the images; a NIQE mean over the images where it is defined (`niqe_images` of them),
+    None where it is defined for none."""
     keys = [k for k in per_image[0] if k != "image"]
-    return {"num_images": len(per_image), **{k: float(np.mean([r[k] for r in per_image])) for k in keys}}
+    out = {"num_images": len(per_image), "niqe_images": sum(r["niqe"] is not None for r in per_image)}
+    for k in keys:
+        values = [r[k] for r in per_image if r[k] is not None]
+        out[k] = float(np.mean(values)) if values else None
+    return out
 
 
 def bless(candidate: dict, baseline: dict | None, baseline_version: int | None, min_gain_db: float,
@@ -145,6 +155,38 @@ def bless(candidate: dict, baseline: dict | None, baseline_version: int | None, 
     return ok, reasons
 
 
+def bless_perceptual(candidate: dict, baseline: dict | None, baseline_version: int | None, min_niqe_gain: float,
+                     max_psnr_drop_db: float) -> tuple[bool, list[str]]:
+    """The rule for GAN models: mean NIQE (full-size images) better than the current model's (LATEST; with
+    none, bicubic's) by at least `min_niqe_gain`, and mean PSNR (RGB, eval split) at most `max_psnr_drop_db`
+    below it. `candidate`/`baseline`: {'psnr_rgb', 'bicubic_psnr_rgb', 'niqe', 'bicubic_niqe', 'niqe_images'}."""
+    if candidate.get("niqe") is None or not candidate.get("niqe_images"):
+        return False, ["FAIL: NIQE is undefined for every eval image (it needs sides of at least "
+                       f"{metrics.NIQE_MIN_SIDE} px): the perceptual rule cannot judge; evaluate on full-size "
+                       "images (--eval-images)"]
+    if not math.isfinite(candidate["psnr_rgb"]) or not math.isfinite(candidate["niqe"]):
+        return False, [f"metrics are not finite: psnr_rgb {candidate['psnr_rgb']}, niqe {candidate['niqe']}"]
+    if baseline is None:
+        what, ref_niqe, ref_psnr = "bicubic (no model pushed yet)", candidate["bicubic_niqe"], candidate["bicubic_psnr_rgb"]
+    else:
+        what, ref_niqe, ref_psnr = f"the current model (version {baseline_version})", baseline["niqe"], baseline["psnr_rgb"]
+    gain, drop = ref_niqe - candidate["niqe"], ref_psnr - candidate["psnr_rgb"]
+    niqe_ok, psnr_ok = gain >= min_niqe_gain, drop <= max_psnr_drop_db
+    return niqe_ok and psnr_ok, [
+        f"{'pass' if niqe_ok else 'FAIL'}: NIQE {candidate['niqe']:.3f} vs {ref_niqe:.3f} of {what} on the same "
+        f"{candidate['niqe_images']} full-size images: {gain:+.3f} better; required >= {min_niqe_gain:+.3f}",
+        f"{'pass' if psnr_ok else 'FAIL'}: PSNR (RGB) {candidate['psnr_rgb']:.3f} dB vs {ref_psnr:.3f} dB of {what}: "
+        f"{drop:.3f} dB lower; allowed up to {max_psnr_drop_db:.3f} dB"]
+
+
+def _perceptual_summary(split: dict, folders: list) -> dict:
+    """What the perceptual rule reads: PSNR from the eval split, NIQE pooled over the full-size images."""
+    pooled = summarize([row for scores in folders for row in scores]) if folders else {}
+    return {"psnr_rgb": split["psnr_rgb"], "bicubic_psnr_rgb": split["bicubic_psnr_rgb"],
+            "niqe": pooled.get("niqe"), "bicubic_niqe": pooled.get("bicubic_niqe"),
+            "hr_niqe": pooled.get("hr_niqe"), "niqe_images": pooled.get("niqe_images", 0)}
+
+
 # ----------------------------------------------------------------------------- outputs
 
 def _csv(per_image: list[dict], split: str) -> str:
@@ -153,7 +195,8 @@ def _csv(per_image: list[dict], split: str) -> str:
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in per_image:
-        w.writerow({"split": split, **{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()}})
+        w.writerow({"split": split, **{k: (f"{v:.6f}" if isinstance(v, float) else "undefined" if v is None else v)
+                                       for k, v in r.items()}})
     return buf.getvalue()
 
 
@@ -218,21 +261,31 @@ def run(cfg: Config) -> dict:
     per_image = score(rows, sr, scale)
     summary = summarize(per_image)
 
-    root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
-    baseline_version, baseline = registry.latest(root), None
-    if baseline_version is not None:
-        baseline_model = upscaler.load(root, baseline_version)
-        baseline = summarize(score(rows, super_resolve(baseline_model, rows, ev.eval_batch_size), scale))
-        log.info("current model (version %d): PSNR %.3f dB on the same images", baseline_version, baseline["psnr_rgb"])
-    ok, reasons = bless(summary, baseline, baseline_version, ev.bless_min_gain_db, ev.bless_tolerance_db)
-
+    if ev.bless_rule not in BLESS_RULES:
+        raise EvaluateError(f"bless_rule {ev.bless_rule!r}: choose one of {', '.join(BLESS_RULES)}")
     folders = []  # (name, rows, sr, scores) per --eval-images folder
     for uri in [u.strip() for u in (ev.eval_images or "").split(",") if u.strip()]:
         folder_rows = with_bicubic(image_folder(uri, scale), scale)
         folder_sr = super_resolve(model, folder_rows, 1)
         folders.append((uri, folder_rows, folder_sr, score(folder_rows, folder_sr, scale)))
         means = summarize(folders[-1][3])
-        log.info("%s: PSNR (RGB) %.3f dB vs bicubic %.3f dB", uri, means["psnr_rgb"], means["bicubic_psnr_rgb"])
+        log.info("%s: PSNR (RGB) %.3f dB vs bicubic %.3f dB; NIQE %s", uri, means["psnr_rgb"],
+                 means["bicubic_psnr_rgb"], "undefined" if means["niqe"] is None else f"{means['niqe']:.3f}")
+
+    root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
+    baseline_version, baseline, baseline_folders = registry.latest(root), None, []
+    if baseline_version is not None:
+        baseline_model = upscaler.load(root, baseline_version)
+        baseline = summarize(score(rows, super_resolve(baseline_model, rows, ev.eval_batch_size), scale))
+        baseline_folders = [score(f_rows, super_resolve(baseline_model, f_rows, 1), scale) for _u, f_rows, _s, _p in folders]
+        log.info("current model (version %d): PSNR %.3f dB on the same images", baseline_version, baseline["psnr_rgb"])
+    perceptual = {"candidate": _perceptual_summary(summary, [f[3] for f in folders]),
+                  "baseline": _perceptual_summary(baseline, baseline_folders) if baseline else None}
+    if ev.bless_rule == "perceptual":
+        ok, reasons = bless_perceptual(perceptual["candidate"], perceptual["baseline"], baseline_version,
+                                       ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db)
+    else:
+        ok, reasons = bless(summary, baseline, baseline_version, ev.bless_min_gain_db, ev.bless_tolerance_db)
 
     result = {
         "decision": BLESSED if ok else NOT_BLESSED,
@@ -244,9 +297,14 @@ def run(cfg: Config) -> dict:
         "eval_split": summary,
         "eval_images": {storage.basename(uri): {"uri": uri, **summarize(scores)} for uri, _r, _s, scores in folders}
         or None,
-        "baseline": {"model": f"{root}/{baseline_version}", "version": baseline_version, "eval_split": baseline}
+        "baseline": {"model": f"{root}/{baseline_version}", "version": baseline_version, "eval_split": baseline,
+                     "eval_images": {storage.basename(f[0]): summarize(p) for f, p in zip(folders, baseline_folders)}
+                     or None}
         if baseline else None,
-        "thresholds": {"bless_min_gain_db": ev.bless_min_gain_db, "bless_tolerance_db": ev.bless_tolerance_db},
+        "bless_rule": ev.bless_rule,
+        "perceptual": perceptual,  # the numbers the perceptual rule reads (reported whichever rule decided)
+        "thresholds": {"bless_min_gain_db": ev.bless_min_gain_db, "bless_tolerance_db": ev.bless_tolerance_db,
+                       "bless_min_niqe_gain": ev.bless_min_niqe_gain, "bless_max_psnr_drop_db": ev.bless_max_psnr_drop_db},
         "convention": metrics.convention(scale),
         "code_version": provenance.code_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

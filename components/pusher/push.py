@@ -94,6 +94,14 @@ def run(cfg: Config) -> dict:
         return {**previous, "uri": uri, "already_pushed": True}
 
     eval_metrics = storage.read_json(storage.join(eval_folder, "metrics.json"))
+    rule = eval_metrics.get("bless_rule", "psnr")  # metrics.json before 2026-11-25: always the PSNR rule
+    known = registry.versions(root)
+    if known:  # a model name keeps the rule its versions were blessed by
+        kept = registry.card(registry.version_uri(root, known[-1])).get("bless_rule", "psnr")
+        if kept != rule:
+            raise PushError(f"model {cfg.push.model_name} is blessed by the {kept} rule (its model cards say so); run "
+                            f"{cfg.run_id} was judged by the {rule} rule: push it under another --model-name, or "
+                            f"evaluate it again with --bless-rule {kept}")
     dataset_info = dataset.load_info(record["dataset_uri"])
     staging = tempfile.mkdtemp(prefix="push-")
     try:
@@ -108,6 +116,7 @@ def run(cfg: Config) -> dict:
             "version": version,
             "blessed": blessed,
             "forced": not blessed,
+            "bless_rule": rule,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "run_id": cfg.run_id,
             "dataset_id": record["dataset_id"],
@@ -116,7 +125,8 @@ def run(cfg: Config) -> dict:
             "generator": {k: train.get(k) for k in ("generator_width", "generator_blocks", "residual_over_bicubic")},
             "metrics": {"decision": verdict["decision"], "reasons": verdict["reasons"],
                         "eval_split": eval_metrics.get("eval_split"), "eval_images": eval_metrics.get("eval_images"),
-                        "baseline": eval_metrics.get("baseline"), "convention": eval_metrics.get("convention")},
+                        "baseline": eval_metrics.get("baseline"), "convention": eval_metrics.get("convention"),
+                        "perceptual": eval_metrics.get("perceptual")},
             "lineage": {
                 "run": run_folder, "dataset": record["dataset_uri"], "dataset_input": dataset_info.get("input"),
                 "dataset_statistics": dataset_info.get("statistics"), "warm_start": train.get("warm_start"),
