@@ -56,11 +56,12 @@ class TrainConfig:
     discriminator_batchnorm: bool = False
     warm_start: Optional[str] = None  # generator.keras, an exported model folder, or a run's folder
     # losses and optimizers
-    content_loss: str = "vgg"         # GAN phase content loss: vgg | pixel
+    content_loss: str = "vgg"         # GAN phase content loss: vgg | vgg_normalized (unit features, as LPIPS) | pixel
     vgg_layer: str = "block5_conv4"
     vgg_weights: str = "imagenet"     # imagenet | path to VGG19 no-top weights | none (random features)
     content_weight: float = 1.0
     adversarial_weight: float = 1e-3
+    pixel_weight: float = 0.0         # GAN phase: a pixel MSE term beside the content term (ESRGAN's recipe uses one)
     pretrain_learning_rate: float = 1e-4
     g_learning_rate: float = 1e-4
     lr_decay: str = "constant"        # constant | cosine (generator lr decays to 1% over each phase)

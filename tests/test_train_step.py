@@ -87,7 +87,8 @@ def test_gan_step_updates_both_models_with_finite_losses(content_loss):
         metrics, applied = steps.gan_step(b)
     assert bool(applied)
     expected = {"loss/g_content", "loss/g_adv", "loss/g_total", "loss/d_real", "loss/d_fake",
-                "d/accuracy_real", "d/accuracy_fake"}
+                "d/accuracy_real", "d/accuracy_fake",
+                "loss/g_content_weighted", "loss/g_adv_weighted", "loss/g_pixel_weighted"}
     assert set(metrics) == expected
     assert all(np.isfinite(float(v)) for v in metrics.values())
     assert abs(float(metrics["loss/d_real"]) - np.log(2)) < 0.5  # an untrained D is near chance
@@ -230,3 +231,29 @@ def test_cosine_learning_rate_schedule_per_phase():
     assert schedule.learning_rate(cfg, 100) == pytest.approx(1e-4)  # each phase starts over
     cfg.lr_decay = "constant"
     assert {schedule.learning_rate(cfg, s) for s in (0, 60, 99)} == {5e-4}
+
+
+def test_normalized_content_loss_does_not_scale_with_the_backbone():
+    """Scaling VGG's last layer by 10 scales its features by 10 (ReLU is positively homogeneous): the plain
+    feature MSE grows 100x, the normalized one stays; so does its place beside the adversarial term."""
+    vgg = losses.build_vgg_features("block2_conv2", None)
+    batch = _batch()
+    hr, sr = batch["hr"], np.clip(batch["hr"] + np.random.default_rng(1).normal(0, 0.1, batch["hr"].shape), -1, 1)
+    plain, norm = losses.vgg_mse(vgg, hr, sr).numpy(), losses.normalized_vgg_mse(vgg, hr, sr).numpy()
+    last = vgg.get_layer("block2_conv2")
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel * 10, bias * 10])
+    plain10, norm10 = losses.vgg_mse(vgg, hr, sr).numpy(), losses.normalized_vgg_mse(vgg, hr, sr).numpy()
+    np.testing.assert_allclose(plain10, plain * 100, rtol=1e-3)
+    np.testing.assert_allclose(norm10, norm, rtol=1e-4)
+    assert (norm > 0).all() and (norm <= 4).all()
+
+
+def test_weighted_terms_add_up_to_the_generator_loss():
+    strategy, steps = _setup(DEVICES[:1])
+    steps.pixel_weight = 0.01  # a pixel term beside the content term (ESRGAN's recipe)
+    metrics, applied = steps.gan_step(next(iter(_dist(strategy, _batch()))))
+    assert bool(applied)
+    total = sum(float(metrics[f"loss/g_{k}_weighted"]) for k in ("content", "adv", "pixel"))
+    assert total == pytest.approx(float(metrics["loss/g_total"]), rel=1e-5)
+    assert float(metrics["loss/g_pixel_weighted"]) > 0

@@ -45,8 +45,9 @@ def _check(cfg: Config) -> dict:
         raise TrainError(f"precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}")
     if t.lr_decay not in ("constant", "cosine"):
         raise TrainError(f"lr_decay {t.lr_decay!r}: choose constant or cosine")
-    if t.content_loss not in ("vgg", "pixel"):
-        raise TrainError(f"content_loss {t.content_loss!r}: choose vgg or pixel")
+    from components.trainer.losses import CONTENT_LOSSES
+    if t.content_loss not in CONTENT_LOSSES:
+        raise TrainError(f"content_loss {t.content_loss!r}: choose one of {', '.join(CONTENT_LOSSES)}")
     for name in ("pretrain_steps", "gan_steps", "pretrain_epochs", "gan_epochs", "steps_per_epoch",
                  "preemption_check_every_steps"):
         value = getattr(t, name)
@@ -69,7 +70,7 @@ def run(cfg: Config) -> dict:
     schedule = Schedule.from_config(t, info["num_train"])
     gan = schedule.gan_steps
     vgg_weights = None
-    if t.content_loss == "vgg" and gan > 0:
+    if t.content_loss.startswith("vgg") and gan > 0:
         from components.trainer.losses import VggWeightsError, resolve_vgg_weights
         try:  # before anything starts: a missing weights file is the user's to fix, not a worker crash
             vgg_weights = resolve_vgg_weights(t.vgg_weights)
@@ -92,7 +93,7 @@ def run(cfg: Config) -> dict:
         "config": dataclasses.asdict(t),
         "schedule": schedule.to_dict(),
         "vgg_features": ("imagenet" if vgg_weights == "imagenet" else "random (untrained)" if vgg_weights is None
-                         and t.content_loss == "vgg" and gan > 0 else vgg_weights or "unused"),
+                         and t.content_loss.startswith("vgg") and gan > 0 else vgg_weights or "unused"),
         "code_version": provenance.code_version(),
         "package_versions": provenance.package_versions(),
         "seeds": {"seed": t.seed},

@@ -203,11 +203,12 @@ class WorkerLoop:
                                                        cfg.discriminator_depth, cfg.discriminator_batchnorm,
                                                        cfg.discriminator_dense)
             self.g_opt, d_opt = adam(cfg.pretrain_learning_rate), adam(cfg.d_learning_rate)
-            vgg = losses.build_vgg_features(cfg.vgg_layer, self.vgg_weights) if cfg.content_loss == "vgg" and gan else None
+            vgg = losses.build_vgg_features(cfg.vgg_layer, self.vgg_weights) if cfg.content_loss.startswith("vgg") and gan else None
         self.steps = SRGANSteps(self.strategy, self.generator, discriminator, self.g_opt, d_opt, vgg,
                                 global_batch_size=cfg.global_batch_size,
                                 content_loss=cfg.content_loss if gan else "pixel",  # no GAN phase: no VGG
                                 content_weight=cfg.content_weight, adversarial_weight=cfg.adversarial_weight,
+                                pixel_weight=cfg.pixel_weight,
                                 loss_scale=2.0 ** 15 if cfg.precision == "mixed_float16" else 1.0, jit=cfg.jit)
         self.state = checkpoint.TrainingState(
             models={"generator": self.generator, "discriminator": discriminator},

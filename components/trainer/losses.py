@@ -71,6 +71,21 @@ def vgg_mse(vgg: keras.Model, hr, sr):
     return tf.reduce_mean(tf.square(real - fake), axis=[1, 2, 3])
 
 
+def normalized_vgg_mse(vgg: keras.Model, hr, sr, eps: float = 1e-10):
+    """Feature MSE after scaling each position's feature vector to unit length (as LPIPS does): its scale
+    (at most 4) does not depend on the backbone's weights, so random, ImageNet or any other features give
+    a content term of one magnitude beside the adversarial one."""
+    def unit(f):
+        f = tf.cast(f, tf.float32)
+        return f / (tf.sqrt(tf.reduce_sum(tf.square(f), axis=-1, keepdims=True)) + eps)
+    real = tf.stop_gradient(unit(vgg(vgg_input(hr), training=False)))
+    fake = unit(vgg(vgg_input(sr), training=False))
+    return tf.reduce_mean(tf.reduce_sum(tf.square(real - fake), axis=-1), axis=[1, 2])
+
+
+CONTENT_LOSSES = ("vgg", "vgg_normalized", "pixel")
+
+
 def bce_logits(labels_value: float, logits):
     logits = tf.reshape(tf.cast(logits, tf.float32), [-1])
     return tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.fill(tf.shape(logits), labels_value), logits=logits)

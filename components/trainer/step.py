@@ -26,11 +26,11 @@ class SRGANSteps:
 
     def __init__(self, strategy, generator, discriminator, g_opt, d_opt, vgg, *, global_batch_size: int,
                  content_loss: str = "vgg", content_weight: float = 1.0, adversarial_weight: float = 1e-3,
-                 loss_scale: float = 1.0, jit: bool = False):
-        if content_loss not in ("vgg", "pixel"):
-            raise ValueError(f"content_loss must be 'vgg' or 'pixel', got {content_loss!r}")
-        if content_loss == "vgg" and vgg is None:
-            raise ValueError("content_loss='vgg' needs a VGG feature model")
+                 pixel_weight: float = 0.0, loss_scale: float = 1.0, jit: bool = False):
+        if content_loss not in losses.CONTENT_LOSSES:
+            raise ValueError(f"content_loss must be one of {losses.CONTENT_LOSSES}, got {content_loss!r}")
+        if content_loss.startswith("vgg") and vgg is None:
+            raise ValueError(f"content_loss={content_loss!r} needs a VGG feature model")
         self.strategy, self.G, self.D, self.g_opt, self.d_opt, self.vgg = (
             strategy, generator, discriminator, g_opt, d_opt, vgg)
         with strategy.scope():  # slots made lazily inside the step's cond would break with 2+ replicas
@@ -39,6 +39,7 @@ class SRGANSteps:
                     opt.build(model.trainable_variables)
         self.global_batch_size = global_batch_size
         self.content_loss, self.content_weight, self.adversarial_weight = content_loss, content_weight, adversarial_weight
+        self.pixel_weight = pixel_weight
         # float16 needs loss scaling; halved on every non-finite step. 1.0 (a no-op) otherwise.
         self.loss_scale = tf.Variable(loss_scale, trainable=False, dtype=tf.float32, name="loss_scale")
         self.dynamic_scale = loss_scale != 1.0
@@ -74,6 +75,8 @@ class SRGANSteps:
     def _content(self, hr, sr):
         if self.content_loss == "vgg":
             return losses.vgg_mse(self.vgg, hr, sr)
+        if self.content_loss == "vgg_normalized":
+            return losses.normalized_vgg_mse(self.vgg, hr, sr)
         return losses.pixel_mse(hr, sr)
 
     def _gan_replica_fn(self, lr, hr):
@@ -83,8 +86,9 @@ class SRGANSteps:
             fake = self.D(sr, training=True)
             content = self._content(hr, sr)
             adv = losses.bce_logits(1.0, fake)
+            pixel = losses.pixel_mse(hr, sr) if self.pixel_weight else tf.zeros_like(adv)
             d_real, d_fake = losses.bce_logits(1.0, real), losses.bce_logits(0.0, fake)
-            g_loss = self._avg(self.content_weight * content + self.adversarial_weight * adv)
+            g_loss = self._avg(self.content_weight * content + self.adversarial_weight * adv + self.pixel_weight * pixel)
             d_loss = self._avg(d_real + d_fake)
             g_scaled, d_scaled = g_loss * self.loss_scale, d_loss * self.loss_scale
         n_g = len(self.G.trainable_variables)
@@ -96,6 +100,10 @@ class SRGANSteps:
             "loss/g_content": self._avg(content),
             "loss/g_adv": self._avg(adv),
             "loss/g_total": g_loss,
+            # each term as it enters g_total: a term that dwarfs the others shows in history and TensorBoard
+            "loss/g_content_weighted": self._avg(self.content_weight * content),
+            "loss/g_adv_weighted": self._avg(self.adversarial_weight * adv),
+            "loss/g_pixel_weighted": self._avg(self.pixel_weight * pixel),
             "loss/d_real": self._avg(d_real),
             "loss/d_fake": self._avg(d_fake),
             "d/accuracy_real": self._avg(tf.cast(tf.reshape(real, [-1]) > 0, tf.float32)),
