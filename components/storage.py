@@ -482,21 +482,16 @@ def _counting(point: str, uri: str):
 
 
 def download_dir(uri: str, local_dir: str) -> list[str]:
-    """Copy every file below the folder `uri` into `local_dir` (one LIST, then the files concurrently).
-
-    Returns the relative paths copied. A failed attempt is retried as a whole (re-downloading is safe).
-    """
+    """Copy every file below the folder `uri` into `local_dir`: one LIST, then one GET per file, each
+    retried on its own (an outage mid-way costs one file, not the whole copy). Returns the relative paths."""
     scheme, fs, path = _fs_path(uri)
-    files = sorted(_find(uri))
-    rels = [_to_uri(scheme, p)[len(normalize(uri)) + 1:] for p in files]
-    if scheme == "local":
-        for src, rel in zip(files, rels):
-            download_file(src, os.path.join(local_dir, rel))
-        return rels
-    for rel in rels:
-        os.makedirs(os.path.dirname(os.path.join(local_dir, rel)), exist_ok=True)
-    _call(uri, "download", lambda: fs.get(files, [os.path.join(local_dir, r) for r in rels],
-                                          callback=_counting("download.fetched", uri)))
+    rels = []
+    for index, p in enumerate(sorted(_find(uri)), 1):
+        src = _to_uri(scheme, p)
+        rel = relpath(src, uri)
+        download_file(src, os.path.join(local_dir, rel))
+        rels.append(rel)
+        fault_point("download.fetched", uri=uri, index=index)
     return rels
 
 
@@ -636,8 +631,7 @@ def pyarrow_filesystem(uri: str):
     """(pyarrow.fs.FileSystem, path) for Ray Train's RunConfig(storage_filesystem=..., storage_path=...).
 
     s3:// gets pyarrow's own S3 client with its retry strategy set from the same budget (Ray Train
-    uploads checkpoints through it; wrapping it would hide what it retries). pyarrow's AWS standard
-    strategy backs off far less than _call, so it gets more attempts (measured in tests/test_storage_outages.py).
+    uploads checkpoints through it; wrapping it would hide what it retries): see arrow_attempts.
     """
     import pyarrow.fs as pafs
 
@@ -663,11 +657,10 @@ def pyarrow_filesystem(uri: str):
 
 
 def arrow_attempts() -> int:
-    """Attempts for pyarrow's S3 retry strategy, from the retry budget."""
-    return 1 + ARROW_ATTEMPTS_PER_RETRY * retry_budget()
-
-
-ARROW_ATTEMPTS_PER_RETRY = 2
+    """Attempts for pyarrow's S3 retry strategy: 1 + the retry budget. Its AWS standard backoff grows
+    faster than _call's (measured against a closed port: 4 attempts fail after 2.1 s, 7 after 42 s), so the
+    same budget rides out at least as long an outage for checkpoints as for the rest."""
+    return 1 + retry_budget()
 
 
 def matches_extension(uri: str, extensions) -> bool:

@@ -99,3 +99,40 @@ def test_each_shard_is_fetched_once_per_run_and_reused_by_the_next(on_s3):
     lists = sum(1 for r in three if kind(r) == "LIST")
     print(f"\nper process, {EPOCHS} epochs: {dict(counts(three))}, {got_bytes} bytes downloaded, "
           f"{len(shards)} shards; next run: {dict(counts(again))}; LIST {lists}")
+
+
+def test_ray_workers_fetch_each_shard_at_most_once_in_a_3_epoch_run(on_s3, tmp_path):
+    """The real trainer: 2 Ray Train workers, 3 epochs, dataset and checkpoints on S3. Per worker process
+    (User-Agent pid), no shard or metadata object is fetched twice; together they fetch each at least once
+    (the machine's cache is shared, so the second worker may find a shard already staged)."""
+    from tests.test_train import _kill_ray, train
+
+    uri, key_prefix, sizes, audit = on_s3
+    root, ds_id = uri.split("/datasets/")
+    mark = audit.mark()
+    proc, ray_tmp, log = train(root, ds_id, "reads", "--num-workers", "2", "--pretrain-steps", str(EPOCHS * STEPS),
+                               "--gan-steps", "0", "--steps-per-epoch", str(STEPS), "--content-loss", "pixel",
+                               tmp_path=tmp_path, background=True)
+    try:
+        assert proc.wait(timeout=600) == 0, open(log).read()[-4000:]
+    finally:
+        _kill_ray(ray_tmp)
+    per_pid = audit.by_pid(mark)
+    shards = sorted(k for k in sizes if k.endswith(".tfrecord.gz"))
+    metadata = sorted(k for k in sizes if "/transformed_metadata/" in k)
+    workers = {pid: recs for pid, recs in per_pid.items()
+               if pid != proc.pid and any(r.get("key") == f"{key_prefix}/dataset.json" for r in recs)}
+    assert len(workers) == 2, {pid: len(r) for pid, r in per_pid.items()}
+    total = {k: 0 for k in shards + metadata}
+    lines = []
+    for pid, recs in sorted(workers.items()):
+        gets = gets_per_key(recs)
+        assert all(gets[k] <= 1 for k in shards + metadata), gets
+        for k in total:
+            total[k] += gets[k]
+        fetched = sum(sizes[k] * n for k, n in gets.items() if k in sizes)
+        dataset_requests = counts([r for r in recs if kind(r) != "LIST"], key_prefix)
+        lines.append(f"worker pid {pid}: dataset {dict(dataset_requests)}, {fetched} bytes; "
+                     f"all requests {dict(counts(recs))}")
+    assert all(1 <= n <= 2 for n in total.values()), total
+    print("\n" + "\n".join(lines))
