@@ -97,7 +97,9 @@ class SeaweedFS:
         cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={s3_config}",
                "-admin.ui=false", "-webdav=false", "-master.volumeSizeLimitMB=64", "-volume.max=8",
                f"-s3.port={self.s3_port}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-               f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}", *self.extra_args]
+               f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}",
+               # fixed default ports (8181, 9101) clash between instances running at once: not used here
+               "-s3.port.iceberg=0", "-s3.port.lance=0", *self.extra_args]
         self.log = open(os.path.join(self.workdir, "weed.log"), "a")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout

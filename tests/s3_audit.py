@@ -124,4 +124,4 @@ def audited_seaweed(workdir: str) -> tuple[SeaweedFS, AuditLog]:
     cfg = os.path.join(workdir, "audit.json")
     with open(cfg, "w") as f:
         json.dump({"fluent_host": "127.0.0.1", "fluent_port": audit.port}, f)
-    return SeaweedFS(workdir, extra_args=(f"-s3.auditLogConfig={cfg}", "-s3.port.iceberg=0")), audit
+    return SeaweedFS(workdir, extra_args=(f"-s3.auditLogConfig={cfg}",)), audit

@@ -24,7 +24,7 @@ BUCKET = "outage"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = SeaweedFS(str(tmp_path_factory.mktemp("weed-outage")), extra_args=("-s3.port.iceberg=0",))
+    s = SeaweedFS(str(tmp_path_factory.mktemp("weed-outage")))
     s.start()
     try:
         yield s
