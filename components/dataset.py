@@ -80,7 +80,8 @@ def feature_spec(uri: str) -> dict:
         if storage.is_local(uri):
             output_dir = storage.local_path(uri)
         else:
-            output_dir = os.path.dirname(storage.stage_in(storage.join(uri, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR)))
+            metadata = storage.join(uri, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR)
+            output_dir = os.path.dirname(storage.stage_in(metadata))  # <key>/transformed_metadata/
         spec = tft.TFTransformOutput(output_dir).transformed_feature_spec()
         missing = [k for k in RECORD_FEATURES if k not in spec]
         if missing:
