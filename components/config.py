@@ -130,6 +130,8 @@ class Config:
     model_uri: Optional[str] = None
     output: Optional[str] = None
     force: bool = False               # redo work whose output already exists
+    storage_retries: Optional[int] = None  # retries of a failed storage request (backoff 0.5 s doubling to 8 s);
+    #                                        none: $SRGAN_STORAGE_RETRIES, else 6 (components.storage)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -262,4 +264,8 @@ def from_args(args: argparse.Namespace, keys: list[str]) -> Config:
         value = getattr(args, name, None)
         if value is not None:
             set_value(cfg, name, value)
+    if cfg.storage_retries is not None:
+        from components import storage
+
+        storage.configure(retries=cfg.storage_retries)  # also for the processes this job starts (env)
     return cfg

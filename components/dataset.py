@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from components import storage
@@ -39,6 +40,10 @@ def load_info(uri: str) -> dict:
     return storage.read_json(marker)
 
 
+def shard_pattern(split: str) -> str:
+    return f"{split}-*.tfrecord.gz"
+
+
 def make_example(hr_png: bytes, lr_png: bytes, source: str | bytes) -> bytes:
     import tensorflow as tf
 
@@ -51,25 +56,55 @@ def make_example(hr_png: bytes, lr_png: bytes, source: str | bytes) -> bytes:
         feature={"hr": b(hr_png), "lr": b(lr_png), "source": b(source)})).SerializeToString()
 
 
+# Per process: a committed dataset never changes (publish refuses to overwrite a committed one), so
+# its info, parse spec and shard files are looked up once per run, not once per epoch.
+_OPENED: dict[str, dict] = {}
+
+
+def _opened(uri: str) -> dict:
+    key = storage.normalize(uri)
+    if key not in _OPENED:
+        _OPENED[key] = {"info": load_info(uri), "spec": None, "files": {}}  # load_info refuses uncommitted ones
+    return _OPENED[key]
+
+
 def feature_spec(uri: str) -> dict:
-    """The record parse spec, from the transform output's transformed_feature_spec()."""
+    """The record parse spec, from the transform output's transformed_feature_spec().
+
+    Only `transformed_metadata/` is read for it (staged when remote), not the transform graph.
+    """
     import tensorflow_transform as tft
 
-    spec = tft.TFTransformOutput(storage.stage_in(uri)).transformed_feature_spec()
-    missing = [k for k in RECORD_FEATURES if k not in spec]
-    if missing:
-        raise DatasetError(f"{uri}: transform output lacks record features {missing}")
-    return {k: spec[k] for k in RECORD_FEATURES}
+    opened = _opened(uri)
+    if opened["spec"] is None:
+        if storage.is_local(uri):
+            output_dir = storage.local_path(uri)
+        else:
+            metadata = storage.join(uri, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR)
+            output_dir = os.path.dirname(storage.stage_in(metadata))  # <key>/transformed_metadata/
+        spec = tft.TFTransformOutput(output_dir).transformed_feature_spec()
+        missing = [k for k in RECORD_FEATURES if k not in spec]
+        if missing:
+            raise DatasetError(f"{uri}: transform output lacks record features {missing}")
+        opened["spec"] = {k: spec[k] for k in RECORD_FEATURES}
+    return opened["spec"]
 
 
-def _shards(uri: str, split: str) -> list[str]:
+def split_files(uri: str, split: str) -> list[str]:
+    """Local (or gs://) paths of a split's shards, staged once per process when the dataset is on s3."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
-    files = [f for f in storage.list_files(uri, recursive=False)
-             if re.fullmatch(rf"{split}-\d+-of-\d+\.tfrecord\.gz", storage.basename(f))]
-    if storage.split_uri(uri)[0] == "s3":
-        files = [storage.stage_in(f) for f in files]
-    return sorted(files)
+    opened = _opened(uri)
+    if split not in opened["files"]:
+        if storage.split_uri(uri)[0] == "s3":
+            staged = storage.stage_in(uri, pattern=shard_pattern(split))
+            names = sorted(os.listdir(staged)) if os.path.isdir(staged) else []
+            files = [os.path.join(staged, n) for n in names]
+        else:
+            files = storage.list_files(uri, recursive=False)
+        opened["files"][split] = sorted(f for f in files
+                                        if re.fullmatch(rf"{split}-\d+-of-\d+\.tfrecord\.gz", storage.basename(f)))
+    return opened["files"][split]
 
 
 def read_split(uri: str, split: str, decode: bool = True):
@@ -79,8 +114,8 @@ def read_split(uri: str, split: str, decode: bool = True):
     """
     import tensorflow as tf
 
-    info = load_info(uri)  # refuses uncommitted datasets
-    files = _shards(uri, split)
+    info = _opened(uri)["info"]  # refuses uncommitted datasets
+    files = split_files(uri, split)
     spec = feature_spec(uri)
     hr_shape, lr_shape = info["shapes"]["hr"], info["shapes"]["lr"]
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP") if files else \

@@ -188,8 +188,7 @@ def pull(model_uri: str, output: str, version: str | int | None = None, force: b
             raise RegistryError(f"{output} exists and is not empty (use --force to replace it)")
     tmp = storage.mkdtemp_public(f".{os.path.basename(dest)}.partial-", os.path.dirname(dest))
     try:
-        for f in storage.list_files(source):
-            storage.download_file(f, os.path.join(tmp, storage.relpath(f, source)))
+        storage.download_dir(source, tmp)
         verify(tmp, model_card)
         if os.path.exists(dest):
             shutil.rmtree(dest)

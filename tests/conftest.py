@@ -84,11 +84,13 @@ class SeaweedFS:
 
     ACCESS_KEY, SECRET_KEY = "srgan-test", "srgan-test-secret"
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, extra_args: tuple = ()):
         self.workdir = workdir
         self.s3_port = _free_port()
         self.endpoint = f"http://127.0.0.1:{self.s3_port}"
         self.proc = None
+        self.extra_args = tuple(extra_args)  # e.g. -s3.auditLogConfig=...
+        self.ports = None  # chosen on the first start, kept on a restart (same data dir, same endpoint)
 
     def start(self, timeout: float = 30.0) -> None:
         weed = shutil.which("weed") or os.path.join(os.path.dirname(sys.executable), "weed")
@@ -101,12 +103,16 @@ class SeaweedFS:
             json.dump({"identities": [{"name": "test", "credentials": [
                 {"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, f)
-        ports = {name: _free_port() for name in ("master", "volume", "filer", "admin")}
+        if self.ports is None:
+            self.ports = {name: _free_port() for name in ("master", "volume", "filer", "admin")}
+        ports = self.ports
         cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={s3_config}",
                "-admin.ui=false", "-webdav=false", "-master.volumeSizeLimitMB=64", "-volume.max=8",
                f"-s3.port={self.s3_port}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
-               f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}"]
-        self.log = open(os.path.join(self.workdir, "weed.log"), "w")
+               f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}",
+               # fixed default ports (8181, 9101) clash between instances running at once: not used here
+               "-s3.port.iceberg=0", "-s3.port.lance=0", *self.extra_args]
+        self.log = open(os.path.join(self.workdir, "weed.log"), "a")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -126,3 +126,37 @@ def test_pyarrow_filesystem_for_s3(s3_server):
         f.write(b"from-arrow")
     assert storage.read_text(bucket + "/runs/x.txt") == "from-arrow"
     assert isinstance(storage.pyarrow_filesystem("/tmp")[0], pafs.LocalFileSystem)
+
+
+def test_storage_retries_config_key_sets_the_budget_for_this_process_and_its_children(tmp_path, monkeypatch):
+    import argparse
+    import subprocess
+    import sys
+
+    from components import config
+
+    monkeypatch.setenv(storage.RETRIES_ENV, "")  # restored after the test
+    assert storage.retry_budget() == storage.DEFAULT_RETRIES
+    (tmp_path / "c.yaml").write_text("storage_retries: 3\n")
+    config.from_args(argparse.Namespace(config=str(tmp_path / "c.yaml")), [])
+    assert storage.retry_budget() == 3 and storage.arrow_attempts() == 4
+    child = subprocess.run([sys.executable, "-c", "from components import storage; print(storage.retry_budget())"],
+                           capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == "3"
+    assert [storage.backoff(i) for i in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    with pytest.raises(storage.StorageError, match="storage_retries must be >= 0"):
+        storage.configure(retries=-1)
+
+
+def test_missing_objects_are_not_retried(s3_server, monkeypatch, caplog):
+    """Only transient failures are retried: a 404 is answered at once, without warnings."""
+    import logging
+    import time
+
+    monkeypatch.setenv(storage.RETRIES_ENV, "6")
+    uri = s3_server.make_bucket("noretry") + "/missing.json"
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="storage"):
+        with pytest.raises(storage.StorageError, match="missing.json: not found"):
+            storage.read_bytes(uri)
+    assert time.monotonic() - started < 0.5 and not caplog.records
