@@ -151,12 +151,10 @@ def test_storage_retries_config_key_sets_the_budget_for_this_process_and_its_chi
 def test_missing_objects_are_not_retried(s3_server, monkeypatch, caplog):
     """Only transient failures are retried: a 404 is answered at once, without warnings."""
     import logging
-    import time
 
     monkeypatch.setenv(storage.RETRIES_ENV, "6")
     uri = s3_server.make_bucket("noretry") + "/missing.json"
-    started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="storage"):
         with pytest.raises(storage.StorageError, match="missing.json: not found"):
             storage.read_bytes(uri)
-    assert time.monotonic() - started < 0.5 and not caplog.records
+    assert not caplog.records  # every retry logs a warning naming the URI: none means no retry
