@@ -93,25 +93,26 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(ray_worker: bool = False) -> None:
-    """Our loggers at SRGAN_LOG_LEVEL (INFO); library loggers at WARNING unless verbose; known noise dropped.
-    In a Ray Train worker, whose root logger Ray has configured, our loggers get their own handler."""
+    """Our loggers (OURS) at SRGAN_LOG_LEVEL (INFO); every other logger at WARNING unless verbose; known
+    noise dropped. In a Ray Train worker, whose root logger Ray has configured, ours get their own handler."""
     level = os.environ.get("SRGAN_LOG_LEVEL", "INFO").upper()
     root = logging.getLogger()
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter(LINE_FORMAT, datefmt="%H:%M:%S"))
     handler.addFilter(_NoiseFilter())
-    if not ray_worker:
-        if not root.handlers:  # as basicConfig: logging configured by the caller (pytest) stays as it is
-            root.addHandler(handler)
-        root.setLevel(level)
-    else:
-        for name in OURS:
-            logger = logging.getLogger(name)
+    if not ray_worker and not root.handlers:  # as basicConfig: logging configured by the caller (pytest) stays
+        root.addHandler(handler)
+    # Libraries log through the root logger's handlers (aiobotocore's "Found credentials", Beam's runner line):
+    # their INFO lines are not for the user.
+    root.setLevel(logging.INFO if verbose() else logging.WARNING)
+    for name in OURS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if ray_worker:
             if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
                 logger.addHandler(handler)
-            logger.setLevel(level)
             logger.propagate = False
-    for name in ("apache_beam", "tensorflow", "absl", "ray"):
+    for name in ("apache_beam", "tensorflow", "absl", "ray"):  # loggers with a level of their own
         logger = logging.getLogger(name)
         logger.setLevel(logging.INFO if verbose() else max(logging.WARNING, logger.level))
     for existing in list(root.handlers):  # a handler a library added before us gets the same filter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -255,12 +256,39 @@ class RayCluster:
     def stop(self) -> None:
         kill_processes_of(self.temp_dir)
 
+    @contextlib.contextmanager
+    def paused(self):
+        """No shared cluster while the block runs: a job that starts its own local Ray then sees one
+        cluster on the machine, as a user's would (with two, Ray Train's placement-group cleaner cannot
+        tell which is its own and prints a traceback). Restarted afterwards, on new ports."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.dashboard = _free_port()
+            self.start()
+
+
+_SHARED_CLUSTERS: list[RayCluster] = []
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():
     cluster = RayCluster()
     cluster.start()
+    _SHARED_CLUSTERS.append(cluster)
     try:
         yield cluster
     finally:
+        _SHARED_CLUSTERS.remove(cluster)
         cluster.stop()
+
+
+@pytest.fixture
+def own_ray():
+    """For a test whose job starts its own local Ray: the shared cluster, if one runs, is paused meanwhile."""
+    if _SHARED_CLUSTERS:
+        with _SHARED_CLUSTERS[0].paused():
+            yield
+    else:
+        yield

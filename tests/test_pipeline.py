@@ -62,11 +62,12 @@ def pushed(s3_server, tmp_path_factory, ray_cluster):
     tmp = tmp_path_factory.mktemp("e2e")
     root = s3_server.make_bucket("e2e") + "/srgan"
     env = _env(tmp, s3_server)
-    out = job("pipeline.py", "--artifact-root", root, *GOOD, env=env)
+    with ray_cluster.paused():
+        out = job("pipeline.py", "--artifact-root", root, *GOOD, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     run_id = next(line.split()[2] for line in out.stdout.splitlines() if line.startswith("pipeline: run "))
     return {"root": root, "run_id": run_id, "env": env, "tmp": tmp, "stdout": out.stdout, "stderr": out.stderr,
-            "models": root + "/models/faces", "cluster_env": {**env, **ray_cluster.env()}}
+            "models": root + "/models/faces", "cluster_env": lambda: {**env, **ray_cluster.env()}}
 
 
 # One of our log lines, in any process: "HH:MM:SS <our logger> <LEVEL> ...", maybe behind Ray's
@@ -126,7 +127,7 @@ def test_pipeline_blesses_pushes_and_reports(pushed):
 
 
 def test_second_pipeline_run_skips_every_step(pushed):
-    out = job("pipeline.py", "--artifact-root", pushed["root"], *GOOD, env=pushed["cluster_env"])
+    out = job("pipeline.py", "--artifact-root", pushed["root"], *GOOD, env=pushed["cluster_env"]())
     assert out.returncode == 0, out.stderr[-3000:]
     summary = storage.read_json(f"{pushed['root']}/runs/{pushed['run_id']}/pipeline.json")
     assert [s["status"] for s in summary["steps"]] == ["skipped (committed)", "skipped (run finished)",
@@ -212,7 +213,7 @@ def test_evaluate_a_pushed_model_on_benchmark_folders(pushed, tmp_path):
 
 
 def test_worse_run_is_not_blessed_and_pushes_nothing(pushed, capsys):
-    out = job("pipeline.py", "--artifact-root", pushed["root"], *WORSE, env=pushed["cluster_env"])
+    out = job("pipeline.py", "--artifact-root", pushed["root"], *WORSE, env=pushed["cluster_env"]())
     assert out.returncode == 0, out.stderr[-3000:]
     root = pushed["root"]
     assert storage.exists(f"{root}/runs/worse/eval/NOT_BLESSED") and not storage.exists(f"{root}/runs/worse/eval/BLESSED")

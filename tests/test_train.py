@@ -141,7 +141,7 @@ def test_two_workers_match_one_worker(tiny_dataset, tmp_path, ray_cluster):
 
 
 @pytest.mark.slow
-def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path):
+def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path, own_ray):
     root, ds_id = tiny_dataset
     args = ["--pretrain-steps", "60", "--gan-steps", "0", "--steps-per-epoch", "20", "--checkpoint-every-steps", "5",
             "--content-loss", "pixel"]
@@ -167,7 +167,7 @@ def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_worker_is_restarted_and_resumes(tiny_dataset, tmp_path):
+def test_killed_worker_is_restarted_and_resumes(tiny_dataset, tmp_path, own_ray):
     root, ds_id = tiny_dataset
     args = ["--num-workers", "2", "--pretrain-steps", "40", "--gan-steps", "4", "--steps-per-epoch", "8",
             "--checkpoint-every-steps", "4", "--content-loss", "pixel", "--max-failures", "2"]
