@@ -48,7 +48,8 @@ def test_identity_and_errors():
         metrics.psnr(hr, hr[:-4])
 
 
-@pytest.mark.parametrize("name,count,expected", [("Set5", 5, 28.43), ("Set14", 14, 26.09)])
+@pytest.mark.parametrize("name,count,expected", [("Set5", 5, 28.43),
+                                                 pytest.param("Set14", 14, 26.09, marks=pytest.mark.slow)])
 def test_bicubic_baselines_match_the_published_figures(name, count, expected):
     """Bicubic x4, Y channel, border 4: Set5 28.43 dB (the SRGAN paper), Set14 26.09 (../shared/STACK.md)."""
     folder = shared_data("benchmarks", name)

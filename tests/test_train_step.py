@@ -130,6 +130,7 @@ def test_two_replicas_match_one_with_the_same_global_batch():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_steps_are_finite_and_learn(precision):
     keras.mixed_precision.set_global_policy(precision)
