@@ -109,6 +109,7 @@ def _build_deployment():
             self.opts = opts
             self._stop = threading.Event()
             self._loop = None
+            self.batching = {"chunks": 0, "model_calls": 0}  # chunks of tiles in, model calls out
             self.follower = ModelFollower(opts["model_uri"], opts["version"], opts["tile_size"])
             first = self.follower.check()
             if self.follower.current is None:
@@ -140,6 +141,8 @@ def _build_deployment():
             for i, (loaded, tiles) in enumerate(items):
                 groups.setdefault((id(loaded), tiles.shape[1:]), []).append(i)
             out = [None] * len(items)
+            self.batching["chunks"] += len(items)
+            self.batching["model_calls"] += len(groups)
             for idx in groups.values():
                 model = items[idx[0]][0].model
                 joined = np.concatenate([items[i][1] for i in idx])
@@ -174,7 +177,8 @@ def _build_deployment():
                     cur = self.follower.current
                     return _json(200, {"status": "ok", "version": cur.version if cur else None})
                 if path == "/v1/model":
-                    return _json(200, {**self.follower.state(), "replica": self.replica, "pid": os.getpid()})
+                    return _json(200, {**self.follower.state(), "replica": self.replica, "pid": os.getpid(),
+                                       "batching": dict(self.batching)})
                 return await self._upscale(request)
             except RequestError as exc:
                 return _json(exc.status, {"error": exc.reason, "detail": exc.detail})
