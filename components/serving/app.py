@@ -9,7 +9,8 @@ Routes (the application owns route prefix `/`):
 Anything else is a 4xx with a JSON body {"error": reason, "detail": ...}; so is a bad image.
 
 Inference is `components.upscaler.upscale_decoded`, the same code `jobs/upscale.py` runs, so the pixels
-are the same; its model calls (chunks of equal-shape tiles) go through a `serve.batch` method, which
+are the same (up to 1 gray level in rare pixels when a tile shares a batch with other requests' tiles:
+the float summation order depends on its position in the batch); its model calls (chunks of equal-shape tiles) go through a `serve.batch` method, which
 joins the tiles of concurrent requests into one model call when they share a shape and a version.
 Each replica follows the registry on its own (components.serving.follower.ModelFollower, polled every
 `poll_seconds` in a thread): replicas converge within one poll interval plus the pull + load time.
@@ -109,6 +110,11 @@ def _build_deployment():
             self.opts = opts
             self._stop = threading.Event()
             self._loop = None
+            # Two pools, so a request thread waiting for its batch can never hold the thread the model
+            # call needs: one thread per concurrent request (decode, tiling, encode) and one for the model.
+            from concurrent.futures import ThreadPoolExecutor
+            self._request_pool = ThreadPoolExecutor(opts["max_ongoing_requests"], thread_name_prefix="request")
+            self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
             self.batching = {"chunks": 0, "model_calls": 0}  # chunks of tiles in, model calls out
             self.follower = ModelFollower(opts["model_uri"], opts["version"], opts["tile_size"])
             first = self.follower.check()
@@ -146,7 +152,7 @@ def _build_deployment():
             for idx in groups.values():
                 model = items[idx[0]][0].model
                 joined = np.concatenate([items[i][1] for i in idx])
-                sr = await asyncio.to_thread(model, joined)
+                sr = await asyncio.get_running_loop().run_in_executor(self._model_pool, model, joined)
                 start = 0
                 for i in idx:
                     k = len(items[i][1])
@@ -207,12 +213,14 @@ def _build_deployment():
                 raise RequestError(400, "bad_format", f"format={asked!r}; use png or jpeg")
             data = await self._read_body(request)
             loaded = self.follower.current  # this request's version, from start to end
-            decoded = await asyncio.to_thread(_decode, data, self.opts["max_input_pixels"])
+            loop = asyncio.get_running_loop()
+            decoded = await loop.run_in_executor(self._request_pool, _decode, data, self.opts["max_input_pixels"])
             fmt, media = FORMATS[asked]
             if decoded[1] is not None and fmt == "JPEG":  # JPEG cannot hold alpha: PNG, as jobs/upscale.py does
                 fmt, media = FORMATS["png"]
-            body = await asyncio.to_thread(upscaler.upscale_decoded, self._batched_model(loaded), decoded, fmt,
-                                           self.opts["tile_size"], self.opts["tile_overlap"])
+            body = await loop.run_in_executor(self._request_pool, upscaler.upscale_decoded,
+                                              self._batched_model(loaded), decoded, fmt, self.opts["tile_size"],
+                                              self.opts["tile_overlap"])
             return Response(body, media_type=media, headers={
                 "X-Model-Version": str(loaded.version), "X-Model-Name": str(loaded.card.get("name")),
                 "X-Replica": self.replica})
