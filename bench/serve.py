@@ -214,8 +214,9 @@ def main(argv=None):
             try:
                 if get_json(port, "/healthz").get("status") == "ok":
                     break
-            except OSError:
-                time.sleep(1)
+            except (OSError, ValueError):  # not listening yet, or Serve's own "not ready" answer
+                pass
+            time.sleep(1)
         report["start_seconds"] = round(time.perf_counter() - t, 1)
         pid = get_json(port, "/v1/model")["pid"]
 
