@@ -416,3 +416,15 @@ def test_watch_keeps_a_tf_serving_folder_in_step(s3_server, tmp_path):
     output = proc.stdout.read()
     assert rc == 0, output[-2000:]
     assert f"could not pull LATEST {bad}" in output and "sha256 mismatch: saved_model.pb" in output
+
+
+def test_clear_errors_before_anything_starts(tmp_path):
+    """No model yet, or a --watch given a version: one line, exit 2, and no Ray was started for it."""
+    empty = str(tmp_path / "models" / "none")
+    out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "serve.py"), "--model-uri", empty],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_TMPDIR": str(tmp_path)})
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "no LATEST" in out.stderr and not os.path.exists(tmp_path / "ray")
+    out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "pull_model.py"), "--watch", "--model-uri", empty,
+                          "--output", str(tmp_path / "tfs"), "--version", "3"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--watch follows LATEST; it takes no --version" in out.stderr
