@@ -14,8 +14,8 @@ def pins():
 
 
 PINS = pins()
-JOBS = ("preprocess", "train", "evaluate", "push", "pipeline", "pull_model", "upscale")
-EXTRAS = {"apache-beam": "apache-beam[gcp]", "ray": "ray[default,train]"}
+JOBS = ("preprocess", "train", "evaluate", "push", "pipeline", "pull_model", "upscale", "serve")
+EXTRAS = {"apache-beam": "apache-beam[gcp]", "ray": "ray[default,train,serve]"}
 
 
 def req(name):

@@ -119,6 +119,14 @@ class ServeConfig:
     version: Optional[str] = None     # pull/upscale: a version number or "latest" (default)
     tile_size: int = 128              # upscale: LR tile side; bounds memory on large images
     tile_overlap: int = 16            # upscale: LR context pixels around each tile (hides seams)
+    # the service (jobs/serve.py, components/serving) and `jobs/pull_model.py --watch`
+    poll_seconds: float = 10.0        # how often LATEST is checked
+    host: str = "127.0.0.1"           # jobs/serve.py: HTTP address (a local Ray only; a cluster keeps its own)
+    port: int = 8000
+    num_replicas: int = 1             # Ray Serve replicas; each follows LATEST on its own
+    max_ongoing_requests: int = 8     # per replica; more wait in Ray Serve's queue
+    max_input_pixels: int = 1048576   # width x height of an input image (1024x1024 -> 4096x4096 out); 413 above
+    max_body_bytes: int = 33554432    # request body (32 MiB); 413 above
 
 
 @dataclass

@@ -4,6 +4,12 @@
 
 DIR becomes the version folder (SavedModel + generator.keras + model.json). On a checksum mismatch
 nothing is left behind and the exit code is 2.
+
+    python jobs/pull_model.py --watch --model-uri s3://bucket/srgan/models/srgan-x4 --output /models/srgan-x4
+
+--watch keeps DIR in TF Serving's layout (DIR/<version>/) in step with LATEST, checking every
+--poll-seconds, until SIGTERM/SIGINT: each new version is pulled and verified beside its final name and
+renamed into place in one step; a version that fails verification is left out (and logged).
 """
 
 import os
@@ -11,17 +17,27 @@ import sys
 
 from components import cli, config
 
-KEYS = ["model_uri", "version", "output", "force"]
+KEYS = ["model_uri", "version", "output", "force", "poll_seconds"]
 
 
 def build_parser():
-    return cli.parser(__doc__, KEYS)
+    p = cli.parser(__doc__, KEYS)
+    p.add_argument("--watch", action="store_true", help="keep --output (a TF Serving model base path) in step "
+                   "with LATEST until stopped")
+    return p
 
 
 def main(argv=None):
-    cfg = config.from_args(build_parser().parse_args(argv), KEYS)
+    args = build_parser().parse_args(argv)
+    cfg = config.from_args(args, KEYS)
     if not cfg.model_uri or not cfg.output:
         raise config.ConfigError("pass --model-uri (a models/<name> folder or a version folder) and --output DIR")
+    if args.watch:
+        if cfg.serve.version not in (None, "latest"):
+            raise config.ConfigError("--watch follows LATEST; it takes no --version")
+        from components.serving import follower
+        follower.watch_folder(cfg.model_uri, cfg.output, cfg.serve.poll_seconds)
+        return None
 
     from components import registry
     card = registry.pull(cfg.model_uri, cfg.output, cfg.serve.version, force=cfg.force)

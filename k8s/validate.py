@@ -5,10 +5,14 @@
 
 Checks, per object `kubectl kustomize` builds:
 - built-in kinds: strict schema validation for Kubernetes KUBE_VERSION (kubernetes-validate);
-- RayJob / RayCluster: the KubeRay CRD's openAPIV3Schema, strict (unknown fields are errors);
+- RayJob / RayCluster / RayService / RayCronJob: the KubeRay CRD's openAPIV3Schema, strict (unknown
+  fields are errors);
 - RayJobs inside ConfigMaps (templates a CronJob creates from) are checked the same way;
-- every RayJob entrypoint and container command that runs `jobs/<script>.py`: the script exists and
-  its own argument parser accepts the flags (Beam's options for the Beam jobs);
+- every RayJob entrypoint, RayCronJob jobTemplate entrypoint and container command that runs
+  `jobs/<script>.py`: the script exists and its own argument parser accepts the flags (Beam's options
+  for the Beam jobs); a RayCronJob's schedule has the five cron fields;
+- a RayService's serveConfigV2: parsed with Ray Serve's own schema (ServeDeploySchema, unknown keys are
+  errors), every import_path imports, and this project's application builder accepts its args;
 - no plaintext credentials, resource requests and limits on every container, images pinned by tag.
 Exit status 1 and one line per problem when anything fails.
 """
@@ -30,7 +34,8 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KUBE_VERSION = "1.32"
 CRD_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "k8s", "kuberay-v1.7.0")
-KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/local", "k8s/overlays/gpu-cloud"]
+KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/local", "k8s/overlays/gpu-cloud", "k8s/overlays/raycronjob",
+                  "k8s/overlays/tf-serving"]
 SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.I)
 ENV_REF = re.compile(r"\$\((\w+)\)|\$\{(\w+)\}|\$(\w+)")
 BEAM_SCRIPTS = {"preprocess.py", "pipeline.py"}  # flags they do not define go to Beam
@@ -158,6 +163,55 @@ def command_errors(argv: list[str]) -> list[str]:
     return []
 
 
+# ----------------------------------------------------------------------------- Ray Serve
+
+def _unknown_keys(data, model, where: str) -> list[str]:
+    """Keys a pydantic model does not define (Ray Serve's schema ignores them; a typo would be lost)."""
+    if not isinstance(data, dict):
+        return []
+    fields = set(model.model_fields) | {f.alias for f in model.model_fields.values() if f.alias}
+    return [f"{where}: unknown key {k!r}" for k in data if k not in fields]
+
+
+def serve_config_errors(text: str) -> list[str]:
+    """A RayService's serveConfigV2, checked the way Ray Serve will read it, and its builders' args."""
+    from ray.serve.schema import ServeApplicationSchema, ServeDeploySchema, DeploymentSchema
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        return [f"serveConfigV2 is not YAML: {exc}"]
+    errors = _unknown_keys(data, ServeDeploySchema, "serveConfigV2")
+    apps = data.get("applications") if isinstance(data, dict) else None
+    for i, app in enumerate(apps if isinstance(apps, list) else []):  # else the schema says what is wrong
+        errors += _unknown_keys(app, ServeApplicationSchema, f"serveConfigV2.applications[{i}]")
+        deployments = app.get("deployments") if isinstance(app, dict) else None
+        for j, dep in enumerate(deployments if isinstance(deployments, list) else []):
+            errors += _unknown_keys(dep, DeploymentSchema, f"serveConfigV2.applications[{i}].deployments[{j}]")
+    try:
+        schema = ServeDeploySchema.model_validate(data)
+    except Exception as exc:  # pydantic's ValidationError: one line per problem
+        return errors + [f"serveConfigV2: {' '.join(str(exc).split())}"]
+    for app in schema.applications:
+        module_name, _, attr = app.import_path.rpartition(":" if ":" in app.import_path else ".")
+        try:
+            builder = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            errors.append(f"serveConfigV2: application {app.name}: import_path {app.import_path}: {exc}")
+            continue
+        if app.import_path == "components.serving.app:build_app":
+            from components.config import ConfigError
+            if app.route_prefix != "/":
+                errors.append(f"serveConfigV2: application {app.name}: route_prefix must be / (the app owns its routes)")
+            args = {k: ENV_REF.sub(lambda m: "placeholder-" + next(g for g in m.groups() if g), v)
+                    if isinstance(v, str) else v for k, v in (app.args or {}).items()}
+            try:
+                builder(args)
+            except ConfigError as exc:
+                errors.append(f"serveConfigV2: application {app.name}: args: {exc}")
+    return errors
+
+
 # ----------------------------------------------------------------------------- pod checks
 
 def _pod_specs(node, path=""):
@@ -192,6 +246,16 @@ def pod_errors(doc: dict) -> list[str]:
             errors += [f"{where}: {e}" for e in command_errors([str(a) for a in command])]
     if doc.get("kind") == "RayJob":
         errors += [f"spec.entrypoint: {e}" for e in command_errors(shlex.split(doc["spec"].get("entrypoint", "")))]
+    if doc.get("kind") == "RayCronJob":
+        template = doc["spec"].get("jobTemplate") or {}
+        errors += [f"spec.jobTemplate.entrypoint: {e}"
+                   for e in command_errors(shlex.split(template.get("entrypoint", "")))]
+        if not template.get("entrypoint"):
+            errors.append("spec.jobTemplate.entrypoint: missing (a RayCronJob's job runs it)")
+        if len(str(doc["spec"].get("schedule", "")).split()) != 5:
+            errors.append(f"spec.schedule: {doc['spec'].get('schedule')!r} is not a five-field cron schedule")
+    if doc.get("kind") == "RayService" and doc["spec"].get("serveConfigV2") is not None:
+        errors += [f"spec.{e}" for e in serve_config_errors(doc["spec"]["serveConfigV2"])]
     if doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
         errors.append("a Secret with data in the manifests: credentials must not be committed")
     return errors

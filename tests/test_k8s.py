@@ -32,7 +32,14 @@ def test_every_overlay_builds_and_validates(built, crds):
     for k, docs in built.items():
         assert validate.validate_docs(docs, crds) == [], k
     assert _kinds(built["k8s/overlays/gpu-cloud"]) == [
-        "ConfigMap", "ConfigMap", "CronJob", "Job", "RayCluster", "RayJob", "Role", "RoleBinding", "ServiceAccount"]
+        "ConfigMap", "ConfigMap", "CronJob", "Job", "RayCluster", "RayJob", "RayService", "Role", "RoleBinding",
+        "ServiceAccount"]
+    # RayCronJob replaces the CronJob and everything only it needed; TF Serving replaces the RayService
+    assert _kinds(built["k8s/overlays/raycronjob"]) == ["ConfigMap", "Job", "RayCluster", "RayCronJob", "RayJob",
+                                                       "RayService"]
+    assert _kinds(built["k8s/overlays/tf-serving"]) == [
+        "ConfigMap", "ConfigMap", "CronJob", "Deployment", "Job", "RayCluster", "RayJob", "Role", "RoleBinding",
+        "Service", "ServiceAccount"]
     assert {"Deployment", "Service"} <= set(_kinds(built["k8s/overlays/local"]))
     assert all(d["metadata"]["namespace"] == "srgan" for d in built["k8s/overlays/gpu-cloud"])
 
@@ -41,7 +48,7 @@ def test_the_script_runs_clean(crds):
     out = subprocess.run([sys.executable, os.path.join(REPO, "k8s", "validate.py"), "--crd-dir",
                           shared_data("k8s", "kuberay-v1.7.0")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "29 objects in 3 kustomizations: valid" in out.stdout
+    assert "49 objects in 5 kustomizations: valid" in out.stdout
 
 
 def _one(docs, kind):
@@ -149,3 +156,86 @@ def test_dockerfile_static_checks(tmp_path, monkeypatch):
     assert any("not pinned by tag" in e for e in errors)
     assert any("COPY source nothing_here/ does not exist" in e for e in errors)
     assert any("-c constraints.txt" in e for e in errors)
+
+
+# ----------------------------------------------------------------------------- serving and RayCronJob
+
+def _serve_config(doc):
+    return yaml.safe_load(doc["spec"]["serveConfigV2"])
+
+
+def _set_serve_config(doc, mutate):
+    cfg = _serve_config(doc)
+    mutate(cfg["applications"][0])
+    doc["spec"]["serveConfigV2"] = yaml.safe_dump(cfg)
+
+
+def test_what_the_serving_manifests_promise(built):
+    docs = built["k8s/overlays/gpu-cloud"]
+    service = _one(docs, "RayService")
+    app = _serve_config(service)["applications"][0]
+    assert app["import_path"] == "components.serving.app:build_app" and app["route_prefix"] == "/"
+    assert app["args"]["model_uri"] == "$ARTIFACT_ROOT/models/srgan-x4" and app["args"]["num_replicas"] == 2
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["image"] == "registry.example.com/ml/srgan-pipeline:0.1.0"
+    assert {"configMapRef": {"name": "srgan-settings"}} in head["envFrom"]  # where $ARTIFACT_ROOT comes from
+    cron = _one(built["k8s/overlays/raycronjob"], "RayCronJob")
+    assert cron["spec"]["schedule"] == _one(docs, "CronJob")["spec"]["schedule"]
+    assert cron["spec"]["jobTemplate"]["entrypoint"] == _template(docs)["spec"]["entrypoint"]
+    worker = cron["spec"]["jobTemplate"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["containers"][0]["image"] == "registry.example.com/ml/srgan-pipeline:0.1.0"
+    tfs = _one(built["k8s/overlays/tf-serving"], "Deployment")["spec"]["template"]["spec"]
+    server, sidecar = tfs["containers"]
+    assert "--model_base_path=/models/srgan-x4" in server["args"] and server["image"] == "tensorflow/serving:2.19.1"
+    assert sidecar["command"][:3] == ["python", "jobs/pull_model.py", "--watch"]
+    assert sidecar["command"][sidecar["command"].index("--output") + 1] == "/models/srgan-x4"
+    assert {m["name"] for m in server["volumeMounts"]} == {m["name"] for m in sidecar["volumeMounts"]} == {"models"}
+
+
+def _broken_in(built, overlay, kind, mutate):
+    docs = copy.deepcopy(built[overlay])
+    mutate(next(d for d in docs if d["kind"] == kind))
+    return docs
+
+
+@pytest.mark.parametrize("overlay,kind,mutate,expected", [
+    ("k8s/overlays/gpu-cloud", "RayService",
+     lambda d: _set_serve_config(d, lambda a: a.__setitem__("import_pth", a.pop("import_path"))),
+     "unknown key 'import_pth'"),
+    ("k8s/overlays/gpu-cloud", "RayService",
+     lambda d: _set_serve_config(d, lambda a: a["args"].__setitem__("replicas", 3)),
+     "unknown serve application argument 'replicas'"),
+    ("k8s/overlays/gpu-cloud", "RayService",
+     lambda d: _set_serve_config(d, lambda a: a["args"].__setitem__("poll_seconds", "often")),
+     "'poll_seconds' must be a number"),
+    ("k8s/overlays/gpu-cloud", "RayService",
+     lambda d: _set_serve_config(d, lambda a: a.__setitem__("route_prefix", "/sr")), "route_prefix must be /"),
+    ("k8s/overlays/gpu-cloud", "RayService",
+     lambda d: _set_serve_config(d, lambda a: a.__setitem__("import_path", "components.serving.ap:build_app")),
+     "No module named 'components.serving.ap'"),
+    ("k8s/overlays/gpu-cloud", "RayService",
+     lambda d: _set_serve_config(d, lambda a: a.__setitem__("deployments", [{"name": "x", "num_replica": 2}])),
+     "unknown key 'num_replica'"),
+    ("k8s/overlays/gpu-cloud", "RayService", lambda d: d["spec"].__setitem__("serveConfigV2", "applications: 3"),
+     "serveConfigV2: 1 validation error"),
+    ("k8s/overlays/gpu-cloud", "RayService", lambda d: d["spec"].__setitem__("serveConfig", "x"), "serveConfig"),
+    ("k8s/overlays/raycronjob", "RayCronJob",
+     lambda d: d["spec"]["jobTemplate"].__setitem__("entrypoint", d["spec"]["jobTemplate"]["entrypoint"] + " --gan-stepz 2"),
+     "unknown flag --gan-stepz"),
+    ("k8s/overlays/raycronjob", "RayCronJob", lambda d: d["spec"].__setitem__("schedule", "weekly"),
+     "not a five-field cron schedule"),
+    ("k8s/overlays/raycronjob", "RayCronJob", lambda d: d["spec"]["jobTemplate"].__setitem__("shutdownAfterJobFinish", 1),
+     "shutdownAfterJobFinish"),
+    ("k8s/overlays/raycronjob", "RayCronJob", lambda d: d["spec"].__setitem__("concurrencyPolicy", "Forbid"),
+     "concurrencyPolicy"),  # RayCronJob has none: the base keeps the CronJob for it
+    ("k8s/overlays/tf-serving", "Deployment",
+     lambda d: d["spec"]["template"]["spec"]["containers"][1]["command"].append("--watchh"),
+     "unrecognized arguments: --watchh"),
+    ("k8s/overlays/tf-serving", "Deployment",
+     lambda d: d["spec"]["template"]["spec"]["containers"][0].__setitem__("image", "tensorflow/serving"),
+     "is not pinned by tag"),
+    ("k8s/overlays/tf-serving", "Deployment", lambda d: d["spec"].__setitem__("replica", 2), "replica"),
+])
+def test_broken_serving_manifests_are_caught(built, crds, overlay, kind, mutate, expected):
+    errors = validate.validate_docs(_broken_in(built, overlay, kind, mutate), crds)
+    assert errors and any(expected in e for e in errors), errors
