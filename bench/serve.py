@@ -158,6 +158,7 @@ def main(argv=None):
     sizes = [int(s) for s in args.sizes.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
 
+    from components import images as images_lib
     from components import sample_data, upscaler
 
     report = {"machine": {**cpu_flags(), "platform": platform.platform(),
@@ -175,7 +176,7 @@ def main(argv=None):
         model = upscaler.load(folder)
         inproc = {}
         for s in sizes:
-            decoded = upscaler.read_image(images[s])
+            decoded = images_lib.decode(images[s])
             n = max(3, args.requests // (4 if s > 128 else 1))
             timings, bare = [], []
             upscaler.upscale_decoded(model, decoded, "PNG", args.tile_size, args.tile_overlap)  # warm-up

@@ -189,9 +189,10 @@ def photos_dir(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-    """A test that needs a Ray cluster or a whole pipeline run is slow (minutes): not in `-m "not slow"`."""
+    """A test that needs a Ray cluster, a whole pipeline run or the Ray Serve service (test_serve.py) is slow
+    (minutes): not in `-m "not slow"`."""
     for item in items:
-        if {"ray_cluster", "pushed"} & set(getattr(item, "fixturenames", ())):
+        if {"ray_cluster", "pushed", "service"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

@@ -44,6 +44,7 @@ def test_every_overlay_builds_and_validates(built, crds):
     assert all(d["metadata"]["namespace"] == "srgan" for d in built["k8s/overlays/gpu-cloud"])
 
 
+@pytest.mark.slow  # the same checks as test_every_overlay_builds_and_validates, through the command line
 def test_the_script_runs_clean(crds):
     out = subprocess.run([sys.executable, os.path.join(REPO, "k8s", "validate.py"), "--crd-dir",
                           shared_data("k8s", "kuberay-v1.7.0")], capture_output=True, text=True, timeout=300)

@@ -77,7 +77,7 @@ def _json(status: int, body: dict, headers: dict | None = None):
 
 
 def _decode(data: bytes, max_pixels: int):
-    """A `upscaler.read_image` result, or a RequestError naming why not (413 when too large)."""
+    """An `images.decode` result, or a RequestError naming why not (413 when too large)."""
     from PIL import Image
 
     from components import images
@@ -93,7 +93,7 @@ def _decode(data: bytes, max_pixels: int):
         raise RequestError(413, images.TOO_LARGE, f"{w}x{h} = {w * h} pixels; this service takes at most "
                                                   f"{max_pixels} input pixels (max_input_pixels)")
     try:
-        return upscaler.read_image(data)
+        return images.decode(data)
     except images.ImageRejected as exc:
         raise RequestError(413 if exc.reason == images.TOO_LARGE else 400, exc.reason, exc.details) from None
 
