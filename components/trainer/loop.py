@@ -171,6 +171,7 @@ class WorkerLoop:
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.step, self.metrics = 0, {}
         self.preemption_saved = self.warned_cadence = False
+        self.progress_lines = 0
 
     # ------------------------------------------------------------------ build
 
@@ -326,7 +327,8 @@ class WorkerLoop:
         self.outputs.append({"event": "train", "step": step, "phase": phase, **means, "images_per_second": rate})
         every = self.cfg.preemption_check_every_steps
         between = every * self.cfg.global_batch_size / max(rate, 1e-9)
-        if every and between > PREEMPTION_CHECK_MAX_SECONDS and not self.warned_cadence:
+        self.progress_lines += 1  # the first line's rate still carries warm-up: judged from the second on
+        if every and between > PREEMPTION_CHECK_MAX_SECONDS and self.progress_lines > 1 and not self.warned_cadence:
             self.warned_cadence = True
             log.warning("preemption is checked every %d steps, about %.0f s here: over %d s, a preempted node may be "
                         "gone before its checkpoint (lower preemption_check_every_steps)", every, between,
