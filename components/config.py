@@ -70,7 +70,7 @@ class TrainConfig:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     # execution
-    precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16
+    precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16 | auto (each worker's best)
     jit: bool = False                 # XLA; measured slower on CPU (STACK.md)
     seed: int = 0
     shuffle_buffer: int = 1024        # 0: no shuffling (deterministic order)

@@ -41,3 +41,18 @@ def test_progress_means_rate_and_eta(monkeypatch):
     assert means == {"loss/g_pixel": pytest.approx(3.0)}
     assert rate == pytest.approx(16.0) and eta == pytest.approx(19 * 16 / 16.0)
     assert p.take(11)[0] == {}       # a new window
+
+
+def test_precision_auto_picks_what_the_hardware_offers(tmp_path):
+    from components.trainer.precision import choose, cpu_flags
+
+    assert choose("auto", {"avx2", "amx_bf16", "amx_tile"}, []) == ("mixed_bfloat16", "CPU with AMX-BF16 (amx_bf16 in /proc/cpuinfo)")
+    assert choose("auto", {"avx2", "avx512_bf16"}, [])[0] == "float32"  # no AMX: bfloat16 is slower there
+    assert choose("auto", set(), [(8, 0), (9, 0)])[0] == "mixed_bfloat16"
+    assert choose("auto", {"amx_bf16"}, [(7, 5)]) == ("mixed_float16", "GPU compute capability 7.5 (7.x: float16 tensor cores)")
+    assert choose("auto", set(), [(8, 6), (6, 1)])[0] == "float32"  # the weakest GPU decides
+    assert choose("mixed_float16", {"amx_bf16"}, []) == ("mixed_float16", "asked for")
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert cpu_flags(str(info)) == {"fpu", "avx2", "amx_bf16", "amx_tile"}
+    assert cpu_flags(str(tmp_path / "missing")) == set()

@@ -133,6 +133,7 @@ def test_two_workers_match_one_worker(tiny_dataset, tmp_path, ray_cluster):
     run = storage.read_json(storage.join(root, "runs", "two-workers", "run.json"))
     assert run["status"] == "succeeded" and run["final_metrics"]["world_size"] == 2
     assert run["final_metrics"]["step"] == 6 and run["final_metrics"]["phase"] == "gan"
+    assert run["precision"] == {"policy": "float32", "reason": "asked for"}
     rows = history(root, "one-worker")
     evals = [r for r in rows if r["event"] == "eval"]
     assert evals and all(np.isfinite(r["psnr_fixed_batch"]) for r in evals)
@@ -254,7 +255,7 @@ def test_ray_job_submit_to_a_running_cluster(tiny_dataset, ray_cluster):
              f"http://127.0.0.1:{ray_cluster.dashboard}", "--",
              "python", os.path.join(REPO, "jobs", "train.py"), "--artifact-root", root, "--dataset-id", ds_id,
              "--run-id", "submitted", *TINY, "--pretrain-steps", "2", "--gan-steps", "0",
-             "--content-loss", "pixel"],
+             "--content-loss", "pixel", "--precision", "auto"],
             capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
         if "No available agent" not in out.stderr + out.stdout or time.time() > deadline:
             break
@@ -263,6 +264,9 @@ def test_ray_job_submit_to_a_running_cluster(tiny_dataset, ray_cluster):
     assert "run submitted: succeeded" in out.stdout
     run = storage.read_json(storage.join(root, "runs", "submitted", "run.json"))
     assert run["status"] == "succeeded" and run["final_metrics"]["step"] == 2
+    # `auto` was decided on the worker, by this machine's CPU (no GPU here)
+    from components.trainer.precision import choose, cpu_flags
+    assert run["precision"]["policy"] == choose("auto", cpu_flags(), [])[0] and run["precision"]["reason"]
 
 
 def test_warm_start_folder_without_a_generator_is_refused_before_training(tiny_dataset, capsys):

@@ -18,7 +18,6 @@ from components.errors import UserError
 
 log = logging.getLogger("trainer")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 class TrainError(UserError):
@@ -41,6 +40,7 @@ def _check(cfg: Config) -> dict:
     if t.global_batch_size < 1 or t.global_batch_size % replicas:
         raise TrainError(f"global_batch_size {t.global_batch_size} must be a positive multiple of the "
                          f"{replicas} replicas ({t.num_workers} workers x {max(1, t.gpus_per_worker)} devices)")
+    from components.trainer.precision import PRECISIONS
     if t.precision not in PRECISIONS:
         raise TrainError(f"precision {t.precision!r}: choose one of {', '.join(PRECISIONS)}")
     if t.lr_decay not in ("constant", "cosine"):
@@ -147,8 +147,11 @@ def run(cfg: Config) -> dict:
         if started_ray:
             ray.shutdown()
     final = storage.join(out, runs.GENERATOR)
+    final_metrics = dict(result.metrics or {})
     record.update(status="succeeded", final_generator=final if storage.exists(final) else None,
-                  final_metrics=dict(result.metrics or {}),
+                  final_metrics=final_metrics,
+                  # decided on the workers (`precision: auto` looks at their hardware, not the driver's)
+                  precision={"policy": final_metrics.get("precision"), "reason": final_metrics.get("precision_reason")},
                   latest_checkpoint=getattr(result.checkpoint, "path", None),
                   finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     storage.write_json(run_json, record)

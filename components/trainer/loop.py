@@ -181,14 +181,18 @@ class WorkerLoop:
 
         from components import models
         from components.dataset import load_info
-        from components.trainer import checkpoint, losses
+        from components.trainer import checkpoint, losses, precision
         from components.trainer.step import SRGANSteps
 
         cfg = self.cfg
         tf.config.threading.set_intra_op_parallelism_threads(max(1, cfg.cpus_per_worker))
         tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.cpus_per_worker))
-        if cfg.precision != "float32":
-            keras.mixed_precision.set_global_policy(cfg.precision)
+        gpus = tf.config.list_physical_devices("GPU")[:max(cfg.gpus_per_worker, 0)]
+        self.precision, self.precision_reason = precision.resolve(cfg.precision, gpus)
+        if self.precision != "float32":
+            keras.mixed_precision.set_global_policy(self.precision)
+        if self.rank == 0:
+            log.info("precision %s: %s", self.precision, self.precision_reason)
         keras.utils.set_random_seed(cfg.seed)
         self.strategy = _strategy(self.world, cfg.gpus_per_worker)
         self.info = info = load_info(self.dataset_uri)
@@ -210,7 +214,7 @@ class WorkerLoop:
                                 content_loss=cfg.content_loss if gan else "pixel",  # no GAN phase: no VGG
                                 content_weight=cfg.content_weight, adversarial_weight=cfg.adversarial_weight,
                                 pixel_weight=cfg.pixel_weight,
-                                loss_scale=2.0 ** 15 if cfg.precision == "mixed_float16" else 1.0, jit=cfg.jit)
+                                loss_scale=2.0 ** 15 if self.precision == "mixed_float16" else 1.0, jit=cfg.jit)
         self.state = checkpoint.TrainingState(
             models={"generator": self.generator, "discriminator": discriminator},
             optimizers={"g_optimizer": (self.g_opt, self.generator), "d_optimizer": (d_opt, discriminator)},
@@ -368,7 +372,8 @@ class WorkerLoop:
         meta = {"step": step, "epoch": step // s.steps_per_epoch, "phase": s.phase_of(max(step - 1, 0)),
                 "pretrain_steps": s.pretrain_steps, "gan_steps": s.gan_steps, "restores": self.guard.restores,
                 "reason": reason, "nonfinite_steps": int(self.steps.nonfinite_steps.numpy()),
-                "world_size": self.world, "final": step == s.total}
+                "world_size": self.world, "final": step == s.total,
+                "precision": self.precision, "precision_reason": self.precision_reason}
         payload = {**{k: float(v) for k, v in self.metrics.items()}, **meta}
         if self.rank != 0:
             ray.train.report(payload)
