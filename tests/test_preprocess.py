@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -61,9 +62,9 @@ def make_bad_corpus(d: str) -> None:
     open(os.path.join(d, "notes.txt"), "w").write("not an image extension: ignored, and counted\n")
 
 
-def run_job(input_uri, root, beam_args=(), **preprocess):
+def run_job(input_uri, root, beam_args=(), **settings):
     cfg = config.Config(artifact_root=root, input=input_uri)
-    for k, v in preprocess.items():
+    for k, v in settings.items():
         config.set_value(cfg, k, v)
     info = preprocess.run(cfg, list(beam_args))
     return info, dataset.dataset_uri(root, info["dataset_id"])
@@ -79,6 +80,48 @@ def records(uri, split):
 
 def all_records(uri):
     return {**records(uri, "train"), **records(uri, "eval")}
+
+
+# What must not change when the job's insides change (issue 11): tests/data/preprocess_reference.json
+# was written by the implementation of commit f6c5121 (before the bounded-memory rewrite) with
+# `python -m tests.test_preprocess --write-reference`; the tests compare every field with it.
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "preprocess_reference.json")
+REFERENCE_INFO_KEYS = ("dataset_id", "num_train", "num_eval", "num_rejected", "num_files_read", "num_ignored_files",
+                       "rejected_by_reason", "statistics", "shapes", "encoding", "record_features")
+
+
+def summarize(info: dict, uri: str, input_root: str) -> dict:
+    """Everything a dataset holds that does not depend on where or when it was made: dataset.json's
+    content fields, rejected.jsonl byte for byte (input root replaced), and per split, per source path,
+    the sha256 of the HR and LR PNG bytes and the record's feature names."""
+    import tensorflow as tf
+
+    root = storage.normalize(input_root).rstrip("/") + "/"
+    out = {k: info[k] for k in REFERENCE_INFO_KEYS}
+    out["rejected_jsonl"] = storage.read_text(storage.join(uri, "rejected.jsonl")).replace(root, "<input>/")
+    for split in dataset.SPLITS:
+        recs = {}
+        for path in dataset.split_files(uri, split):
+            for raw in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+                ex = tf.train.Example.FromString(raw.numpy()).features.feature
+                src = ex["source"].bytes_list.value[0].decode()
+                assert src.startswith(root), src
+                recs[src[len(root):]] = {"hr": hashlib.sha256(ex["hr"].bytes_list.value[0]).hexdigest(),
+                                         "lr": hashlib.sha256(ex["lr"].bytes_list.value[0]).hexdigest(),
+                                         "features": sorted(ex)}
+        out[f"records_{split}"] = dict(sorted(recs.items()))
+    return out
+
+
+def make_faces_input(d) -> str:
+    """24 real faces: the 20 aligned CelebA frames (center crop) and 4 CelebA-HQ photos (resized first)."""
+    aligned = shared_data("faces-dev", "celeba_align_178x218")
+    hq = shared_data("faces-dev", "celebahq_1024")
+    shutil.copytree(aligned, os.path.join(d, "aligned"))
+    os.makedirs(os.path.join(d, "hq"))
+    for name in sorted(os.listdir(hq))[:4]:
+        shutil.copy(os.path.join(hq, name), os.path.join(d, "hq", name))
+    return str(d)
 
 
 @pytest.fixture(scope="session")
@@ -227,15 +270,15 @@ def test_real_photos_from_a_package(photos_dir, tmp_path):
     np.testing.assert_array_equal(hr[0], expect[25:153, 25:153])
 
 
-def test_celeba_faces(tmp_path):
-    aligned = shared_data("faces-dev", "celeba_align_178x218")
-    hq = shared_data("faces-dev", "celebahq_1024")
-    src = tmp_path / "faces"
-    shutil.copytree(aligned, src / "aligned")
-    os.makedirs(src / "hq")
-    for name in sorted(os.listdir(hq))[:4]:
-        shutil.copy(os.path.join(hq, name), src / "hq" / name)
-    info, uri = run_job(str(src), str(tmp_path / "art"), eval_fraction=0.2)
+@pytest.fixture(scope="session")
+def faces_dataset(tmp_path_factory):
+    src = make_faces_input(tmp_path_factory.mktemp("faces"))
+    info, uri = run_job(src, str(tmp_path_factory.mktemp("faces-art")), eval_fraction=0.2)
+    return info, uri, src
+
+
+def test_celeba_faces(faces_dataset):
+    info, uri, _ = faces_dataset
     assert info["num_train"] + info["num_eval"] == 24 and info["num_rejected"] == 0
     assert info["num_eval"] >= 1
     recs = all_records(uri)
@@ -246,6 +289,22 @@ def test_celeba_faces(tmp_path):
     # Faces have plausible statistics (skin tones: red > green > blue on average).
     mean = info["statistics"]["hr_mean"]
     assert mean[0] > mean[1] > mean[2]
+
+
+@pytest.mark.parametrize("case", ["bad_corpus_eval_count_3", "faces_eval_fraction_0.2"])
+def test_same_dataset_as_the_reference_implementation(case, request, bad_corpus):
+    """Ids, counts, rejected.jsonl (bytes), statistics and every record's HR/LR bytes equal what the
+    implementation before the bounded-memory rewrite produced for the same input."""
+    expected = json.load(open(REFERENCE))[case]
+    if case.startswith("bad_corpus"):
+        info, uri, _ = request.getfixturevalue("corpus_dataset")
+        root = bad_corpus
+    else:
+        info, uri, root = request.getfixturevalue("faces_dataset")
+    got = summarize(info, uri, root)
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        assert got[key] == expected[key], key
 
 
 def _job(*args, env=None):
@@ -286,3 +345,25 @@ def test_job_all_rejected(tmp_path):
     assert not os.path.exists(tmp_path / "art" / "datasets") or not any(
         os.path.exists(os.path.join(tmp_path, "art", "datasets", d, "dataset.json"))
         for d in os.listdir(tmp_path / "art" / "datasets"))
+
+
+if __name__ == "__main__":  # python -m tests.test_preprocess --write-reference
+    import tempfile
+
+    from components.logs import setup_logging
+
+    if sys.argv[1:] != ["--write-reference"]:
+        raise SystemExit("usage: python -m tests.test_preprocess --write-reference")
+    setup_logging()
+    with tempfile.TemporaryDirectory() as tmp:
+        make_bad_corpus(os.path.join(tmp, "corpus"))
+        bad_info, bad_uri = run_job(os.path.join(tmp, "corpus"), os.path.join(tmp, "art1"), eval_count=3)
+        faces = make_faces_input(os.path.join(tmp, "faces"))
+        faces_info, faces_uri = run_job(faces, os.path.join(tmp, "art2"), eval_fraction=0.2)
+        ref = {"bad_corpus_eval_count_3": summarize(bad_info, bad_uri, os.path.join(tmp, "corpus")),
+               "faces_eval_fraction_0.2": summarize(faces_info, faces_uri, faces)}
+    os.makedirs(os.path.dirname(REFERENCE), exist_ok=True)
+    with open(REFERENCE, "w") as f:
+        json.dump(ref, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {REFERENCE}")
