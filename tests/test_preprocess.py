@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -304,7 +307,48 @@ def test_same_dataset_as_the_reference_implementation(case, request, bad_corpus)
     got = summarize(info, uri, root)
     assert sorted(got) == sorted(expected)
     for key in expected:
-        assert got[key] == expected[key], key
+        if key != "statistics":
+            assert got[key] == expected[key], key
+    # tf.Transform's mean/var reduce each batch in float32 and its batches are sized by Beam at run time:
+    # the same implementation gives e.g. hr_std 74.6123 or 74.6128 for the same 21 faces depending on how
+    # the stage is fused (measured: one extra Map before the analysis). So: min/max exact, moments within 1e-3.
+    stats, ref = got["statistics"], expected["statistics"]
+    assert sorted(stats) == sorted(ref)
+    for name in ref:
+        if name in ("hr_min", "hr_max", "split", "units"):
+            assert stats[name] == ref[name], name
+        else:
+            np.testing.assert_allclose(stats[name], ref[name], atol=1e-3, err_msg=name)
+
+
+def test_no_stage_boundary_holds_an_image_and_every_stage_reports(bad_corpus, tmp_path, monkeypatch, caplog):
+    """Issue 11. The DirectRunner keeps every PCollection that crosses a stage boundary in memory (its
+    ListBuffer/GroupingBuffer), so what crosses one must not grow with the images: no such buffer may
+    receive even one decoded crop's bytes (128 x 128 x 3). The implementation before the fix fails this
+    (the train crops, 5 x 49,152 bytes here, were buffered for TransformDataset; with eval_count, all of
+    them before the split). Also: decode, analyze and transform+write each log a count with the total,
+    and the spill folder is removed."""
+    from apache_beam.runners.portability.fn_api_runner import execution
+
+    received: dict[int, int] = {}
+    for cls in (execution.ListBuffer, execution.GroupingBuffer):
+        def append(self, data, _orig=cls.append):
+            received[id(self)] = received.get(id(self), 0) + len(data)
+            return _orig(self, data)
+        monkeypatch.setattr(cls, "append", append)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    caplog.set_level(logging.INFO, logger="preprocess")
+    info, _ = run_job(bad_corpus, str(tmp_path / "art"), eval_count=3)
+    assert (info["num_train"], info["num_eval"], info["num_rejected"]) == (5, 3, 4)
+    assert len(received) > 5, "the runner's buffers were not seen: the instrumentation is stale"
+    assert max(received.values()) < 128 * 128 * 3, sorted(received.values())[-3:]
+    done = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in (
+        re.match(r"(.+) \[pid \d+\]: done, (\d+) images of (\d+)", r.getMessage()) for r in caplog.records) if m}
+    assert done == {"decode": (12, 12), "analyze": (5, 5), "transform+write train": (5, 5),
+                    "transform+write eval": (3, 3)}, done
+    assert not [n for n in os.listdir(tmp) if n.startswith("preprocess-work-")]
 
 
 def _job(*args, env=None):
