@@ -122,7 +122,7 @@ class Progress:
 
     def __init__(self, stage: str, every: float = 10.0):
         self.stage, self.every = stage, every
-        self.count, self.start, self.last, self.logged = 0, None, 0.0, 0
+        self.count, self.start, self.last, self.logged, self.done = 0, None, 0.0, 0, False
 
     def tick(self, total: int | None = None) -> None:
         now = time.time()
@@ -134,9 +134,9 @@ class Progress:
 
     def log(self, total: int | None = None, now: float | None = None, final: bool = False) -> None:
         now = now or time.time()
-        if self.start is None or (final and self.count == self.logged):
+        if self.start is None or (self.done if final else self.count == self.logged):
             return
-        self.last, self.logged = now, self.count
+        self.last, self.logged, self.done = now, self.count, self.done or final
         rate = self.count / max(now - self.start, 1e-6)
         of = f" of {total:,}" if total else ""
         eta = f", ETA {max(total - self.count, 0) / rate:.0f} s" if total and rate and not final else ""
@@ -177,17 +177,23 @@ class DecodeAndCrop(beam.DoFn):
         yield relpath, uri, crop.tobytes()
 
     def finish_bundle(self):
-        self._progress.log(self.total, final=True)
+        self._progress.log(self.total, final=self._progress.count >= self.total)
+
+
+_SHARED_PROGRESS: dict[tuple[str, str], Progress] = {}
 
 
 class CountProgress(beam.DoFn):
-    """Passes elements through, logging the stage's progress; `counts` (a side input) gives the total."""
+    """Passes elements through, logging the stage's progress; `counts` (a side input) gives the total.
 
-    def __init__(self, stage: str, splits: tuple[str, ...]):
-        self.stage, self.splits = stage, splits
+    Instances with the same (stage, run) in one process share one counter: the train and eval transforms
+    run interleaved in one stage, so they report together."""
+
+    def __init__(self, stage: str, splits: tuple[str, ...], run: str):
+        self.stage, self.splits, self.run = stage, splits, run
 
     def setup(self):
-        self._progress = Progress(self.stage)
+        self._progress = _SHARED_PROGRESS.setdefault((self.stage, self.run), Progress(self.stage))
         self._total = None
 
     def process(self, element, counts):
@@ -196,7 +202,8 @@ class CountProgress(beam.DoFn):
         yield element
 
     def finish_bundle(self):
-        self._progress.log(self._total, final=True)
+        if self._total is not None:
+            self._progress.log(self._total, final=self._progress.count >= self._total)
 
 
 def pack_crop(element) -> bytes:
@@ -253,6 +260,7 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     from components.preprocess.transform import RAW_FEATURE_SPEC, make_preprocessing_fn
 
     raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+    run = uuid.uuid4().hex  # progress counters are per job run
     decoded = (
         p
         | "ListInputs" >> beam.Create([(f.uri, f.relpath) for f in files])
@@ -295,7 +303,7 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
                 | f"{label}Drop{split}Key" >> beam.Values())
 
     analyze_input = (select(read_back("Analyze"), "Analyze", "train")
-                     | "AnalyzeProgress" >> beam.ParDo(CountProgress("analyze", ("train",)), counts_side))
+                     | "AnalyzeProgress" >> beam.ParDo(CountProgress("analyze", ("train",), run), counts_side))
     to_transform = read_back("Transform")
     raw = {split: select(to_transform, "Transform", split) for split in dataset.SPLITS}
 
@@ -311,7 +319,7 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     for split, data in transformed.items():
         _ = (data
              | f"Encode{split}" >> beam.Map(_to_example)
-             | f"Progress{split}" >> beam.ParDo(CountProgress(f"transform+write {split}", (split,)), counts_side)
+             | f"Progress{split}" >> beam.ParDo(CountProgress("transform+write", dataset.SPLITS, run), counts_side)
              | f"Write{split}" >> beam.io.WriteToTFRecord(
                  os.path.join(out_dir, split), file_name_suffix=".tfrecord.gz",
                  num_shards=cfg.num_shards, compression_type=beam.io.filesystem.CompressionTypes.GZIP))
