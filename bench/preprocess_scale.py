@@ -78,7 +78,7 @@ def tree_rss(root: int) -> int:
 def run_job(inp: str, root: str, beam_args: list[str], log_path: str) -> dict:
     cmd = [sys.executable, os.path.join(REPO, "jobs", "preprocess.py"), "--input", inp, "--artifact-root", root,
            *beam_args]
-    peak, samples = 0, 0
+    peak, samples, trace, last_trace = 0, 0, [], -1.0
     with open(log_path, "w") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
@@ -87,8 +87,13 @@ def run_job(inp: str, root: str, beam_args: list[str], log_path: str) -> dict:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, tree_rss(proc.pid))
+            rss = tree_rss(proc.pid)
+            peak = max(peak, rss)
             samples += 1
+            now = time.perf_counter() - start
+            if now - last_trace >= 5:  # the RSS over time, to match with the job's stage logs
+                trace.append([round(now, 1), time.strftime("%H:%M:%S"), round(rss / 1e9, 3)])
+                last_trace = now
             time.sleep(0.2)
         seconds = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
@@ -96,7 +101,8 @@ def run_job(inp: str, root: str, beam_args: list[str], log_path: str) -> dict:
         tail = open(log_path).read()[-3000:]
         raise SystemExit(f"job failed (exit {code}) on {inp}:\n{tail}")
     return {"seconds": round(seconds, 1), "peak_rss_tree_gb": round(peak / 1e9, 3),
-            "peak_rss_main_gb": round(usage.ru_maxrss * 1024 / 1e9, 3), "rss_samples": samples}
+            "peak_rss_main_gb": round(usage.ru_maxrss * 1024 / 1e9, 3), "rss_samples": samples,
+            "rss_trace_every_5s": trace}
 
 
 def cpu_flags() -> dict:
@@ -149,7 +155,7 @@ def main():
         finally:
             shutil.rmtree(work, ignore_errors=True)
         result["runs"].append(run)
-        print(json.dumps(run), file=sys.stderr, flush=True)
+        print(json.dumps({k: v for k, v in run.items() if k != "rss_trace_every_5s"}), file=sys.stderr, flush=True)
     text = json.dumps(result, indent=2)
     if args.output:
         with open(args.output, "w") as f:

@@ -309,16 +309,17 @@ def test_same_dataset_as_the_reference_implementation(case, request, bad_corpus)
     for key in expected:
         if key != "statistics":
             assert got[key] == expected[key], key
-    # tf.Transform's mean/var reduce each batch in float32 and its batches are sized by Beam at run time:
-    # the same implementation gives e.g. hr_std 74.6123 or 74.6128 for the same 21 faces depending on how
-    # the stage is fused (measured: one extra Map before the analysis). So: min/max exact, moments within 1e-3.
+    # tf.Transform's mean/var reduce each batch in float32, so they depend on how the images are batched,
+    # in the old implementation too: run twice on the same 1,000 faces it gave hr_std R 71.6217 and 71.6367
+    # (2.1e-4 apart, relative), and one extra Map before its analysis moved hr_std G here from 65.6780 to
+    # 65.6786. So: min/max exact, the moments within 2.5e-4 relative of the reference.
     stats, ref = got["statistics"], expected["statistics"]
     assert sorted(stats) == sorted(ref)
     for name in ref:
         if name in ("hr_min", "hr_max", "split", "units"):
             assert stats[name] == ref[name], name
         else:
-            np.testing.assert_allclose(stats[name], ref[name], atol=1e-3, err_msg=name)
+            np.testing.assert_allclose(stats[name], ref[name], rtol=2.5e-4, err_msg=name)
 
 
 def test_no_stage_boundary_holds_an_image_and_every_stage_reports(bad_corpus, tmp_path, monkeypatch, caplog):

@@ -28,6 +28,9 @@ from components.errors import UserError
 
 log = logging.getLogger("preprocess")
 FORMAT_VERSION = 1
+# Images per tf.Transform batch. Fixed: Beam's adaptive batching grows batches to 1,000 crops, and the
+# analysis holds each batch as float32 pixels (1,000 x 128 x 128 x 3 x 4 bytes = 197 MB, a few copies).
+TFT_BATCH_SIZE = 100
 # Config keys that change the records; num_shards does not (same records, other files).
 FINGERPRINT_KEYS = ("crop_size", "scale", "resize_short_side", "eval_fraction", "eval_count", "image_extensions")
 
@@ -221,6 +224,15 @@ def unpack_crop(record: bytes) -> tuple[str, dict]:
     return rel, {"hr_raw": record[8 + n_rel + n_src:], "source": src}
 
 
+def serialize_raw(raw: dict) -> bytes:
+    """A raw example (RAW_FEATURE_SPEC) as a serialized tf.Example, in a new message each time."""
+    import tensorflow as tf
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw[name]])) for name in ("hr_raw", "source")
+    })).SerializeToString()
+
+
 def _to_example(instance: dict) -> bytes:
     return dataset.make_example(instance["hr"], instance["lr"], instance["source"])
 
@@ -255,11 +267,23 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     crosses a stage boundary is file lists, paths, counts and the eval set (at most eval_count paths).
     """
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tf_example_record
 
     from components.preprocess.transform import RAW_FEATURE_SPEC, make_preprocessing_fn
 
-    raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+    # tf.Transform is fed Arrow record batches decoded from serialized tf.Examples we make, not instance
+    # dicts: for instance dicts it encodes every element into one cached tf.train.Example, and with the
+    # upb protobuf runtime the replaced bytes stay in that message's arena until the end of the job, i.e.
+    # every crop (49 KB) stays in memory, once for the analysis and once for the transform.
+    tfxio = tf_example_record.TFExampleBeamRecord(
+        physical_format="inmem", telemetry_descriptors=["srgan-preprocess"],
+        schema=schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+    adapter_config = tfxio.TensorAdapterConfig()
+
+    def as_record_batches(pcoll, label: str):
+        return (pcoll | f"{label}Serialize" >> beam.Map(serialize_raw)
+                | f"{label}RecordBatches" >> tfxio.BeamSource(batch_size=TFT_BATCH_SIZE))
     run = uuid.uuid4().hex  # progress counters are per job run
     decoded = (
         p
@@ -308,10 +332,10 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     raw = {split: select(to_transform, "Transform", split) for split in dataset.SPLITS}
 
     with tft_beam.Context(temp_dir=os.path.join(work_dir, "tft"), force_tf_compat_v1=False):
-        transform_fn = ((analyze_input, raw_metadata)
+        transform_fn = ((as_record_batches(analyze_input, "Analyze"), adapter_config)
                         | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(cfg.crop_size, cfg.scale)))
         transformed = {
-            split: (((raw[split], raw_metadata), transform_fn)
+            split: (((as_record_batches(raw[split], f"Transform{split}"), adapter_config), transform_fn)
                     | f"Transform{split.capitalize()}" >> tft_beam.TransformDataset(output_record_batches=False))[0]
             for split in dataset.SPLITS}
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
