@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import time
 import uuid
@@ -119,12 +120,26 @@ def dataset_id_for(files: list[InputFile], cfg: PreprocessConfig) -> str:
 
 # ----------------------------------------------------------------------------- Beam transforms (worker side)
 
+def _worker_logging() -> None:
+    """Beam's multi-processing workers do not print our INFO lines (their root logger only forwards to
+    the runner, which drops them): give the progress logger its own stderr handler there."""
+    logger = logging.getLogger("preprocess")
+    handlers = logging.getLogger().handlers + logger.handlers
+    if not any(isinstance(h, logging.StreamHandler) for h in handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 class Progress:
     """Count, rate and ETA of one stage in one worker process, logged every `every` seconds and at the end
     of each bundle. `total` is the whole job's count for the stage; with several workers each one sees
     only its share, so its ETA is an upper bound."""
 
     def __init__(self, stage: str, every: float = 10.0):
+        _worker_logging()
         self.stage, self.every = stage, every
         self.count, self.start, self.last, self.logged, self.done = 0, None, 0.0, 0, False
 
