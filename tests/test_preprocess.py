@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import logging
 import os
+import re
 import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -77,6 +81,48 @@ def records(uri, split):
 
 def all_records(uri):
     return {**records(uri, "train"), **records(uri, "eval")}
+
+
+# What must not change when the job's insides change (issue 11): tests/data/preprocess_reference.json
+# was written by the implementation of commit f6c5121 (before the bounded-memory rewrite) with
+# `python -m tests.test_preprocess --write-reference`; the tests compare every field with it.
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "preprocess_reference.json")
+REFERENCE_INFO_KEYS = ("dataset_id", "num_train", "num_eval", "num_rejected", "num_files_read", "num_ignored_files",
+                       "rejected_by_reason", "statistics", "shapes", "encoding", "record_features")
+
+
+def summarize(info: dict, uri: str, input_root: str) -> dict:
+    """Everything a dataset holds that does not depend on where or when it was made: dataset.json's
+    content fields, rejected.jsonl byte for byte (input root replaced), and per split, per source path,
+    the sha256 of the HR and LR PNG bytes and the record's feature names."""
+    import tensorflow as tf
+
+    root = storage.normalize(input_root).rstrip("/") + "/"
+    out = {k: info[k] for k in REFERENCE_INFO_KEYS}
+    out["rejected_jsonl"] = storage.read_text(storage.join(uri, "rejected.jsonl")).replace(root, "<input>/")
+    for split in dataset.SPLITS:
+        recs = {}
+        for path in dataset.split_files(uri, split):
+            for raw in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+                ex = tf.train.Example.FromString(raw.numpy()).features.feature
+                src = ex["source"].bytes_list.value[0].decode()
+                assert src.startswith(root), src
+                recs[src[len(root):]] = {"hr": hashlib.sha256(ex["hr"].bytes_list.value[0]).hexdigest(),
+                                         "lr": hashlib.sha256(ex["lr"].bytes_list.value[0]).hexdigest(),
+                                         "features": sorted(ex)}
+        out[f"records_{split}"] = dict(sorted(recs.items()))
+    return out
+
+
+def make_faces_input(d) -> str:
+    """24 real faces: the 20 aligned CelebA frames (center crop) and 4 CelebA-HQ photos (resized first)."""
+    aligned = shared_data("faces-dev", "celeba_align_178x218")
+    hq = shared_data("faces-dev", "celebahq_1024")
+    shutil.copytree(aligned, os.path.join(d, "aligned"))
+    os.makedirs(os.path.join(d, "hq"))
+    for name in sorted(os.listdir(hq))[:4]:
+        shutil.copy(os.path.join(hq, name), os.path.join(d, "hq", name))
+    return str(d)
 
 
 @pytest.fixture(scope="session")
@@ -228,16 +274,16 @@ def test_real_photos_from_a_package(photos_dir, tmp_path):
     np.testing.assert_array_equal(hr[0], expect[25:153, 25:153])
 
 
+@pytest.fixture(scope="session")
+def faces_dataset(tmp_path_factory):
+    src = make_faces_input(tmp_path_factory.mktemp("faces"))
+    info, uri = run_job(src, str(tmp_path_factory.mktemp("faces-art")), eval_fraction=0.2)
+    return info, uri, src
+
+
 @pytest.mark.slow
-def test_celeba_faces(tmp_path):
-    aligned = shared_data("faces-dev", "celeba_align_178x218")
-    hq = shared_data("faces-dev", "celebahq_1024")
-    src = tmp_path / "faces"
-    shutil.copytree(aligned, src / "aligned")
-    os.makedirs(src / "hq")
-    for name in sorted(os.listdir(hq))[:4]:
-        shutil.copy(os.path.join(hq, name), src / "hq" / name)
-    info, uri = run_job(str(src), str(tmp_path / "art"), eval_fraction=0.2)
+def test_celeba_faces(faces_dataset):
+    info, uri, _ = faces_dataset
     assert info["num_train"] + info["num_eval"] == 24 and info["num_rejected"] == 0
     assert info["num_eval"] >= 1
     recs = all_records(uri)
@@ -248,6 +294,64 @@ def test_celeba_faces(tmp_path):
     # Faces have plausible statistics (skin tones: red > green > blue on average).
     mean = info["statistics"]["hr_mean"]
     assert mean[0] > mean[1] > mean[2]
+
+
+@pytest.mark.parametrize("case", ["bad_corpus_eval_count_3",
+                                  pytest.param("faces_eval_fraction_0.2", marks=pytest.mark.slow)])
+def test_same_dataset_as_the_reference_implementation(case, request, bad_corpus):
+    """Ids, counts, rejected.jsonl (bytes), statistics and every record's HR/LR bytes equal what the
+    implementation before the bounded-memory rewrite produced for the same input."""
+    expected = json.load(open(REFERENCE))[case]
+    if case.startswith("bad_corpus"):
+        info, uri, _ = request.getfixturevalue("corpus_dataset")
+        root = bad_corpus
+    else:
+        info, uri, root = request.getfixturevalue("faces_dataset")
+    got = summarize(info, uri, root)
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        if key != "statistics":
+            assert got[key] == expected[key], key
+    # tf.Transform's mean/var reduce each batch in float32, so they depend on how the images are batched,
+    # in the old implementation too: run twice on the same 1,000 faces it gave hr_std R 71.6217 and 71.6367
+    # (2.1e-4 apart, relative), and one extra Map before its analysis moved hr_std G here from 65.6780 to
+    # 65.6786. So: min/max exact, the moments within 2.5e-4 relative of the reference.
+    stats, ref = got["statistics"], expected["statistics"]
+    assert sorted(stats) == sorted(ref)
+    for name in ref:
+        if name in ("hr_min", "hr_max", "split", "units"):
+            assert stats[name] == ref[name], name
+        else:
+            np.testing.assert_allclose(stats[name], ref[name], rtol=2.5e-4, err_msg=name)
+
+
+def test_no_stage_boundary_holds_an_image_and_every_stage_reports(bad_corpus, tmp_path, monkeypatch, caplog):
+    """Issue 11. The DirectRunner keeps every PCollection that crosses a stage boundary in memory (its
+    ListBuffer/GroupingBuffer), so what crosses one must not grow with the images: no such buffer may
+    receive even one decoded crop's bytes (128 x 128 x 3). The implementation before the fix fails this
+    (the train crops, 5 x 49,152 bytes here, were buffered for TransformDataset; with eval_count, all of
+    them before the split). Also: decode, analyze and transform+write each log a count with the total,
+    and the spill folder is removed."""
+    from apache_beam.runners.portability.fn_api_runner import execution
+
+    received: dict[int, int] = {}
+    for cls in (execution.ListBuffer, execution.GroupingBuffer):
+        def append(self, data, _orig=cls.append):
+            received[id(self)] = received.get(id(self), 0) + len(data)
+            return _orig(self, data)
+        monkeypatch.setattr(cls, "append", append)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    caplog.set_level(logging.INFO, logger="preprocess")
+    info, _ = run_job(bad_corpus, str(tmp_path / "art"), eval_count=3)
+    assert (info["num_train"], info["num_eval"], info["num_rejected"]) == (5, 3, 4)
+    assert len(received) > 5, "the runner's buffers were not seen: the instrumentation is stale"
+    assert max(received.values()) < 128 * 128 * 3, sorted(received.values())[-3:]
+    done = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in (
+        re.match(r"(.+) \[pid \d+\]: done, (\d+) images of (\d+)", r.getMessage()) for r in caplog.records) if m}
+    assert done == {"decode": (12, 12), "analyze": (5, 5), "transform+write": (8, 8)}, done
+    assert not [n for n in os.listdir(tmp) if n.startswith("preprocess-work-")]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -283,3 +387,25 @@ def test_job_all_rejected(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "art" / "datasets") or not any(
         os.path.exists(os.path.join(tmp_path, "art", "datasets", d, "dataset.json"))
         for d in os.listdir(tmp_path / "art" / "datasets"))
+
+
+if __name__ == "__main__":  # python -m tests.test_preprocess --write-reference
+    import sys
+
+    from components.logs import setup_logging
+
+    if sys.argv[1:] != ["--write-reference"]:
+        raise SystemExit("usage: python -m tests.test_preprocess --write-reference")
+    setup_logging()
+    with tempfile.TemporaryDirectory() as tmp:
+        make_bad_corpus(os.path.join(tmp, "corpus"))
+        bad_info, bad_uri = run_job(os.path.join(tmp, "corpus"), os.path.join(tmp, "art1"), eval_count=3)
+        faces = make_faces_input(os.path.join(tmp, "faces"))
+        faces_info, faces_uri = run_job(faces, os.path.join(tmp, "art2"), eval_fraction=0.2)
+        ref = {"bad_corpus_eval_count_3": summarize(bad_info, bad_uri, os.path.join(tmp, "corpus")),
+               "faces_eval_fraction_0.2": summarize(faces_info, faces_uri, faces)}
+    os.makedirs(os.path.dirname(REFERENCE), exist_ok=True)
+    with open(REFERENCE, "w") as f:
+        json.dump(ref, f, indent=1, sort_keys=True)
+        f.write("\n")
+    print(f"wrote {REFERENCE}")

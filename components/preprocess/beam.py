@@ -13,8 +13,11 @@ import json
 import logging
 import os
 import shutil
+import struct
+import sys
 import tempfile
 import time
+import uuid
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
@@ -26,6 +29,9 @@ from components.errors import UserError
 
 log = logging.getLogger("preprocess")
 FORMAT_VERSION = 1
+# Images per tf.Transform batch. Fixed: Beam's adaptive batching grows batches to 1,000 crops, and the
+# analysis holds each batch as float32 pixels (1,000 x 128 x 128 x 3 x 4 bytes = 197 MB, a few copies).
+TFT_BATCH_SIZE = 100
 # Config keys that change the records; num_shards does not (same records, other files).
 FINGERPRINT_KEYS = ("crop_size", "scale", "resize_short_side", "eval_fraction", "eval_count", "image_extensions")
 
@@ -85,7 +91,8 @@ def plan_inputs(input_uri: str, cfg: PreprocessConfig) -> tuple[list[InputFile],
         raise PreprocessError(str(exc)) from None
     root = _input_root(input_uri)
     wanted = [u for u in listed if storage.matches_extension(u, extensions)]
-    ignored = [u for u in listed if u not in set(wanted)]
+    wanted_set = set(wanted)  # built once: building it per file made listing quadratic (minutes at 64k files)
+    ignored = [u for u in listed if u not in wanted_set]
     if not wanted:
         raise PreprocessError(f"{input_uri}: no image files found (extensions {', '.join(extensions)}; "
                               f"{len(ignored)} other files ignored)")
@@ -113,22 +120,67 @@ def dataset_id_for(files: list[InputFile], cfg: PreprocessConfig) -> str:
 
 # ----------------------------------------------------------------------------- Beam transforms (worker side)
 
+def _worker_logging() -> None:
+    """Beam's multi-processing workers do not print our INFO lines (their root logger only forwards to
+    the runner, which drops them): give the progress logger its own stderr handler there."""
+    logger = logging.getLogger("preprocess")
+    handlers = logging.getLogger().handlers + logger.handlers
+    if not any(isinstance(h, logging.StreamHandler) for h in handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
+class Progress:
+    """Count, rate and ETA of one stage in one worker process, logged every `every` seconds and at the end
+    of each bundle. `total` is the whole job's count for the stage; with several workers each one sees
+    only its share, so its ETA is an upper bound."""
+
+    def __init__(self, stage: str, every: float = 10.0):
+        _worker_logging()
+        self.stage, self.every = stage, every
+        self.count, self.start, self.last, self.logged, self.done = 0, None, 0.0, 0, False
+
+    def tick(self, total: int | None = None) -> None:
+        now = time.time()
+        if self.start is None:
+            self.start = self.last = now
+        self.count += 1
+        if now - self.last >= self.every:
+            self.log(total, now)
+
+    def log(self, total: int | None = None, now: float | None = None, final: bool = False) -> None:
+        now = now or time.time()
+        if self.start is None or (self.done if final else self.count == self.logged):
+            return
+        self.last, self.logged, self.done = now, self.count, self.done or final
+        rate = self.count / max(now - self.start, 1e-6)
+        of = f" of {total:,}" if total else ""
+        eta = f", ETA {max(total - self.count, 0) / rate:.0f} s" if total and rate and not final else ""
+        logging.getLogger("preprocess").info("%s [pid %d]: %s%s images%s, %.1f img/s%s", self.stage, os.getpid(),
+                                             "done, " if final else "", f"{self.count:,}", of, rate, eta)
+
+
 class DecodeAndCrop(beam.DoFn):
-    """(uri, relpath) -> main output (relpath, raw example) or a 'rejected' JSON line."""
+    """(uri, relpath) -> main output (relpath, uri, crop bytes) or a 'rejected' JSON line."""
 
     REJECTED = "rejected"
 
-    def __init__(self, crop_size: int, resize_short_side: int):
+    def __init__(self, crop_size: int, resize_short_side: int, total: int = 0):
         self.crop_size = crop_size
         self.resize_short_side = resize_short_side
+        self.total = total
         self.accepted = Metrics.counter("preprocess", "accepted")
         self.rejected = {r: Metrics.counter("preprocess", f"rejected_{r}") for r in images.REASONS}
 
     def setup(self):
-        self._count, self._start, self._last = 0, time.time(), time.time()
+        self._progress = Progress("decode")
 
     def process(self, element):
         uri, relpath = element
+        self._progress.tick(self.total)
         try:
             try:
                 data = storage.read_bytes(uri)
@@ -141,17 +193,60 @@ class DecodeAndCrop(beam.DoFn):
                 {"source": uri, "reason": exc.reason, "details": exc.details}, sort_keys=True))
             return
         self.accepted.inc()
-        self._progress()
-        yield relpath, {"hr_raw": crop.tobytes(), "source": uri.encode("utf-8")}
+        yield relpath, uri, crop.tobytes()
 
-    def _progress(self):
-        self._count += 1
-        now = time.time()
-        if now - self._last > 10:
-            self._last = now
-            logging.getLogger("preprocess").info(
-                "worker %d: %d images decoded, %.1f img/s", os.getpid(), self._count,
-                self._count / (now - self._start))
+    def finish_bundle(self):
+        self._progress.log(self.total, final=self._progress.count >= self.total)
+
+
+_SHARED_PROGRESS: dict[tuple[str, str], Progress] = {}
+
+
+class CountProgress(beam.DoFn):
+    """Passes elements through, logging the stage's progress; `counts` (a side input) gives the total.
+
+    Instances with the same (stage, run) in one process share one counter: the train and eval transforms
+    run interleaved in one stage, so they report together."""
+
+    def __init__(self, stage: str, splits: tuple[str, ...], run: str):
+        self.stage, self.splits, self.run = stage, splits, run
+
+    def setup(self):
+        self._progress = _SHARED_PROGRESS.setdefault((self.stage, self.run), Progress(self.stage))
+        self._total = None
+
+    def process(self, element, counts):
+        self._total = sum(counts.get(s, 0) for s in self.splits)
+        self._progress.tick(self._total)
+        yield element
+
+    def finish_bundle(self):
+        if self._total is not None:
+            self._progress.log(self._total, final=self._progress.count >= self._total)
+
+
+def pack_crop(element) -> bytes:
+    """(relpath, uri, crop bytes) -> one spill record: two lengths, the two strings, the pixels."""
+    relpath, uri, crop = element
+    rel, src = relpath.encode("utf-8"), uri.encode("utf-8")
+    return struct.pack("<II", len(rel), len(src)) + rel + src + crop
+
+
+def unpack_crop(record: bytes) -> tuple[str, dict]:
+    """A spill record -> (relpath, the raw example the preprocessing_fn takes)."""
+    n_rel, n_src = struct.unpack_from("<II", record)
+    rel = record[8:8 + n_rel].decode("utf-8")
+    src = record[8 + n_rel:8 + n_rel + n_src]
+    return rel, {"hr_raw": record[8 + n_rel + n_src:], "source": src}
+
+
+def serialize_raw(raw: dict) -> bytes:
+    """A raw example (RAW_FEATURE_SPEC) as a serialized tf.Example, in a new message each time."""
+    import tensorflow as tf
+
+    return tf.train.Example(features=tf.train.Features(feature={
+        name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw[name]])) for name in ("hr_raw", "source")
+    })).SerializeToString()
 
 
 def _to_example(instance: dict) -> bytes:
@@ -162,61 +257,121 @@ def _jsonl(lines: list[str]) -> str:
     return "".join(line + "\n" for line in sorted(lines))
 
 
+class AssignSplit(beam.DoFn):
+    """(relpath, raw) -> (split, raw); with eval_count the eval set (at most eval_count paths) is a side input."""
+
+    def __init__(self, cfg: PreprocessConfig):
+        self.cfg = cfg
+
+    def process(self, element, eval_paths=None):
+        if eval_paths is not None and not isinstance(eval_paths, set):
+            eval_paths = set(eval_paths)
+        yield split_of(element[0], self.cfg, eval_paths), element[1]
+
+
 def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConfig,
                    out_dir: str, work_dir: str) -> None:
+    """Three passes, so that no stage boundary holds the images themselves (see BENCHMARKS.md, issue 11):
+
+    1. decode + crop each file once; accepted crops go to spill files in `work_dir` (uncompressed
+       TFRecords, ~crop^2 x 3 bytes each), rejects to rejected.jsonl, accepted paths to the split counts;
+    2. read the spill back -> the train split -> tf.Transform's analysis (combiners: bounded state);
+    3. read the spill again -> TransformDataset (train and eval) with the transform_fn as side input ->
+       encode -> gzip TFRecord shards.
+    tf.Transform needs the analysis result before it can transform, so a one-pass pipeline makes the
+    runner keep every decoded crop between the two (the DirectRunner keeps it in memory). Here what
+    crosses a stage boundary is file lists, paths, counts and the eval set (at most eval_count paths).
+    """
     import tensorflow_transform.beam as tft_beam
-    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx_bsl.tfxio import tf_example_record
 
     from components.preprocess.transform import RAW_FEATURE_SPEC, make_preprocessing_fn
 
-    raw_metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+    # tf.Transform is fed Arrow record batches decoded from serialized tf.Examples we make, not instance
+    # dicts: for instance dicts it encodes every element into one cached tf.train.Example, and with the
+    # upb protobuf runtime the replaced bytes stay in that message's arena until the end of the job, i.e.
+    # every crop (49 KB) stays in memory, once for the analysis and once for the transform.
+    tfxio = tf_example_record.TFExampleBeamRecord(
+        physical_format="inmem", telemetry_descriptors=["srgan-preprocess"],
+        schema=schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+    adapter_config = tfxio.TensorAdapterConfig()
+
+    def as_record_batches(pcoll, label: str):
+        return (pcoll | f"{label}Serialize" >> beam.Map(serialize_raw)
+                | f"{label}RecordBatches" >> tfxio.BeamSource(batch_size=TFT_BATCH_SIZE))
+    run = uuid.uuid4().hex  # progress counters are per job run
     decoded = (
         p
         | "ListInputs" >> beam.Create([(f.uri, f.relpath) for f in files])
         | "Distribute" >> beam.Reshuffle()
-        | "DecodeAndCrop" >> beam.ParDo(DecodeAndCrop(cfg.crop_size, cfg.resize_short_side)).with_outputs(
-            DecodeAndCrop.REJECTED, main="accepted"))
-    # The split is decided after validation, so eval_count counts accepted images.
+        | "DecodeAndCrop" >> beam.ParDo(DecodeAndCrop(cfg.crop_size, cfg.resize_short_side, len(files)))
+        .with_outputs(DecodeAndCrop.REJECTED, main="accepted"))
+    spill_files = (
+        decoded.accepted
+        | "PackCrops" >> beam.Map(pack_crop)
+        | "SpillCrops" >> beam.io.WriteToTFRecord(os.path.join(work_dir, "spill", "crops"), file_name_suffix=".tfrecord",
+                                                  compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED))
+
+    # The split is decided after validation, so eval_count counts accepted images. The eval set is the
+    # eval_count accepted paths with the lowest split hashes: a bounded combiner, not a list of all paths.
+    accepted_paths = decoded.accepted | "AcceptedPaths" >> beam.Map(lambda e: e[0])
     if cfg.eval_count is None:
-        accepted = decoded.accepted | "AssignSplit" >> beam.Map(lambda kv: (split_of(kv[0], cfg), kv[1]))
+        eval_side = {}
     else:
-        eval_set = (decoded.accepted | "AcceptedPaths" >> beam.Keys()
-                    | "AllPaths" >> beam.combiners.ToList()
-                    | "EvalSet" >> beam.Map(eval_by_count, cfg.eval_count))
-        accepted = decoded.accepted | "AssignSplit" >> beam.Map(
-            lambda kv, eval_set: (split_of(kv[0], cfg, eval_set), kv[1]),
-            eval_set=beam.pvalue.AsSingleton(eval_set))
-    raw = {split: (accepted | f"Select{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
-                   | f"Drop{split}Key" >> beam.Values())
-           for split in dataset.SPLITS}
+        eval_paths = (accepted_paths
+                      | "EvalSet" >> beam.combiners.Top.Smallest(cfg.eval_count, key=lambda r: (split_hash(r), r)))
+        eval_side = {"eval_paths": beam.pvalue.AsSingleton(eval_paths)}
+    counts = (accepted_paths
+              | "PathAsKey" >> beam.Map(lambda r: (r, None))
+              | "SplitOfPath" >> beam.ParDo(AssignSplit(cfg), **eval_side)
+              | "SplitOf" >> beam.Keys()
+              | "CountPerSplit" >> beam.combiners.Count.PerElement()
+              | "CollectCounts" >> beam.combiners.ToDict())
+    counts_side = beam.pvalue.AsSingleton(counts)
+
+    def read_back(label: str):
+        """The accepted crops, read again from the spill: (split, raw example)."""
+        return (spill_files
+                | f"{label}ReadSpill" >> beam.io.ReadAllFromTFRecord(
+                    compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED)
+                | f"{label}Unpack" >> beam.Map(unpack_crop)
+                | f"{label}Split" >> beam.ParDo(AssignSplit(cfg), **eval_side))
+
+    def select(pcoll, label: str, split: str):
+        return (pcoll | f"{label}Select{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
+                | f"{label}Drop{split}Key" >> beam.Values())
+
+    analyze_input = (select(read_back("Analyze"), "Analyze", "train")
+                     | "AnalyzeProgress" >> beam.ParDo(CountProgress("analyze", ("train",), run), counts_side))
+    to_transform = read_back("Transform")
+    raw = {split: select(to_transform, "Transform", split) for split in dataset.SPLITS}
 
     with tft_beam.Context(temp_dir=os.path.join(work_dir, "tft"), force_tf_compat_v1=False):
-        (train_data, _train_meta), transform_fn = (
-            (raw["train"], raw_metadata)
-            | "AnalyzeAndTransformTrain" >> tft_beam.AnalyzeAndTransformDataset(
-                make_preprocessing_fn(cfg.crop_size, cfg.scale), output_record_batches=False))
-        eval_data, _eval_meta = (
-            ((raw["eval"], raw_metadata), transform_fn)
-            | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=False))
+        transform_fn = ((as_record_batches(analyze_input, "Analyze"), adapter_config)
+                        | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(cfg.crop_size, cfg.scale)))
+        transformed = {
+            split: (((as_record_batches(raw[split], f"Transform{split}"), adapter_config), transform_fn)
+                    | f"Transform{split.capitalize()}" >> tft_beam.TransformDataset(output_record_batches=False))[0]
+            for split in dataset.SPLITS}
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
 
-    for split, data in (("train", train_data), ("eval", eval_data)):
+    for split, data in transformed.items():
         _ = (data
              | f"Encode{split}" >> beam.Map(_to_example)
+             | f"Progress{split}" >> beam.ParDo(CountProgress("transform+write", dataset.SPLITS, run), counts_side)
              | f"Write{split}" >> beam.io.WriteToTFRecord(
                  os.path.join(out_dir, split), file_name_suffix=".tfrecord.gz",
                  num_shards=cfg.num_shards, compression_type=beam.io.filesystem.CompressionTypes.GZIP))
 
+    # Rejects are gathered to write one sorted file: the list grows with the rejects, not with the inputs.
     _ = (decoded[DecodeAndCrop.REJECTED]
          | "CollectRejected" >> beam.combiners.ToList()
          | "FormatRejected" >> beam.Map(_jsonl)
          | "WriteRejected" >> beam.io.WriteToText(os.path.join(out_dir, "rejected.jsonl"),
                                                   shard_name_template="", append_trailing_newlines=False))
-    _ = (accepted
-         | "SplitOf" >> beam.Keys()
-         | "CountPerSplit" >> beam.combiners.Count.PerElement()
-         | "CollectCounts" >> beam.combiners.ToList()
-         | "FormatCounts" >> beam.Map(lambda kvs: json.dumps(dict(kvs), sort_keys=True))
+    _ = (counts
+         | "FormatCounts" >> beam.Map(lambda c: json.dumps(c, sort_keys=True))
          | "WriteCounts" >> beam.io.WriteToText(os.path.join(work_dir, "counts.json"), shard_name_template=""))
 
 
@@ -279,23 +434,25 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         storage.delete(out_uri, recursive=True)
 
     options = _pipeline_options(beam_args or [])
-    work_dir = tempfile.mkdtemp(prefix="preprocess-work-")
+    work_dir = _work_dir(options, dataset_id)
     start = time.time()
     try:
         with storage.staged_output(out_uri, dataset.MARKER) as out_dir:
             pipeline = beam.Pipeline(options=options)
             build_pipeline(pipeline, files, pcfg, out_dir, work_dir)
+            log.info("pipeline: decode %d files -> spill -> analyze (train) -> transform + write; "
+                     "spill and temporary files in %s", len(files), work_dir)
             result = pipeline.run()
             result.wait_until_finish()
-            counts = json.loads(open(os.path.join(work_dir, "counts.json")).read() or "{}")
-            rejected = [json.loads(line) for line in open(os.path.join(out_dir, "rejected.jsonl")) if line.strip()]
+            counts = json.loads(_read_work_file(work_dir, "counts.json") or "{}")
+            num_rejected, by_reason, first_rejected = _read_rejected(os.path.join(out_dir, "rejected.jsonl"))
             num_train, num_eval = counts.get("train", 0), counts.get("eval", 0)
-            if num_train + num_eval + len(rejected) != len(files):
+            if num_train + num_eval + num_rejected != len(files):
                 raise PreprocessError(f"inputs lost: {len(files)} read but {num_train} train + {num_eval} eval "
-                                      f"+ {len(rejected)} rejected")
+                                      f"+ {num_rejected} rejected")
             if num_train == 0:
-                raise PreprocessError(f"no training image was accepted ({num_eval} went to eval, {len(rejected)} "
-                                      f"rejected; first rejections below)\n" + _jsonl([json.dumps(r) for r in rejected[:10]]))
+                raise PreprocessError(f"no training image was accepted ({num_eval} went to eval, {num_rejected} "
+                                      f"rejected; first rejections below)\n" + "".join(first_rejected))
             shards = {s: sorted(n for n in os.listdir(out_dir) if n.startswith(s + "-")) for s in dataset.SPLITS}
             info = {
                 "dataset_id": dataset_id,
@@ -304,10 +461,10 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "num_train": num_train,
                 "num_eval": num_eval,
-                "num_rejected": len(rejected),
+                "num_rejected": num_rejected,
                 "num_files_read": len(files),
                 "num_ignored_files": len(ignored),
-                "rejected_by_reason": _count_by(rejected, "reason"),
+                "rejected_by_reason": by_reason,
                 "shapes": {"hr": [pcfg.crop_size] * 2 + [3],
                            "lr": [pcfg.crop_size // pcfg.scale] * 2 + [3]},
                 "encoding": dataset.ENCODING,
@@ -324,14 +481,55 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
             with open(os.path.join(out_dir, dataset.MARKER), "w") as f:
                 json.dump(info, f, indent=2, sort_keys=True)
     finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+        _remove_work_dir(work_dir)
     log.info("dataset %s: %d train, %d eval, %d rejected in %.1f s", dataset_id, num_train, num_eval,
-             len(rejected), time.time() - start)
+             num_rejected, time.time() - start)
     return info
 
 
-def _count_by(rows: list[dict], key: str) -> dict:
-    out: dict = {}
-    for r in rows:
-        out[r[key]] = out.get(r[key], 0) + 1
-    return dict(sorted(out.items()))
+def _work_dir(options, dataset_id: str) -> str:
+    """Where the spill (every accepted crop, uncompressed: ~49 KB per 128 px crop) and tf.Transform's
+    temporary files go. Beam's --temp_location when given (a cluster runner's workers must all reach it,
+    e.g. gs://...), else a local temporary folder (DirectRunner, both modes)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    temp_location = options.view_as(GoogleCloudOptions).temp_location
+    if temp_location:
+        from apache_beam.io.filesystems import FileSystems
+        return FileSystems.join(temp_location, f"preprocess-{dataset_id}-{uuid.uuid4().hex[:8]}")
+    return tempfile.mkdtemp(prefix="preprocess-work-")
+
+
+def _read_work_file(work_dir: str, name: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(FileSystems.join(work_dir, name)) as f:
+        return f.read().decode("utf-8")
+
+
+def _remove_work_dir(work_dir: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    if os.path.isdir(work_dir):
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return
+    try:
+        if FileSystems.exists(work_dir):
+            FileSystems.delete([work_dir])
+    except Exception as exc:  # noqa: BLE001 - cleanup must not hide the job's own result or error
+        log.warning("could not remove the temporary folder %s: %s", work_dir, exc)
+
+
+def _read_rejected(path: str, keep: int = 10) -> tuple[int, dict, list[str]]:
+    """(number of rejects, count per reason, the first `keep` lines), reading the file line by line."""
+    n, by_reason, first = 0, {}, []
+    with open(path) as f:
+        for line in f:
+            if not line.strip():
+                continue
+            n += 1
+            reason = json.loads(line)["reason"]
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+            if len(first) < keep:
+                first.append(line)
+    return n, dict(sorted(by_reason.items())), first
