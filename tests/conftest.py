@@ -108,7 +108,9 @@ class SeaweedFS:
             self.ports = {name: _free_port() for name in ("master", "volume", "filer", "admin")}
         ports = self.ports
         cmd = [weed, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={s3_config}",
-               "-admin.ui=false", "-webdav=false", "-master.volumeSizeLimitMB=64", "-volume.max=8",
+               # every bucket grows volumes of its own (sparse files, 64 MB at most): with 8 in all, the suite's
+               # dozen buckets ran out ("No writable volumes") in whichever test came last
+               "-admin.ui=false", "-webdav=false", "-master.volumeSizeLimitMB=64", "-volume.max=200",
                f"-s3.port={self.s3_port}", f"-master.port={ports['master']}", f"-volume.port={ports['volume']}",
                f"-filer.port={ports['filer']}", f"-admin.port={ports['admin']}",
                # fixed default ports (8181, 9101) clash between instances running at once: not used here
