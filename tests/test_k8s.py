@@ -13,6 +13,9 @@ from tests.conftest import REPO, shared_data
 sys.path.insert(0, os.path.join(REPO, "k8s"))
 import validate  # noqa: E402  (k8s/validate.py)
 
+# kubectl kustomize of five kustomizations and the schema checks take about a minute: the full suite, not the edit loop
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def crds():
@@ -44,7 +47,6 @@ def test_every_overlay_builds_and_validates(built, crds):
     assert all(d["metadata"]["namespace"] == "srgan" for d in built["k8s/overlays/gpu-cloud"])
 
 
-@pytest.mark.slow  # the same checks as test_every_overlay_builds_and_validates, through the command line
 def test_the_script_runs_clean(crds):
     out = subprocess.run([sys.executable, os.path.join(REPO, "k8s", "validate.py"), "--crd-dir",
                           shared_data("k8s", "kuberay-v1.7.0")], capture_output=True, text=True, timeout=300)

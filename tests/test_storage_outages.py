@@ -19,6 +19,8 @@ import pytest
 from components import registry, storage
 from tests.conftest import REPO, SeaweedFS
 
+pytestmark = pytest.mark.slow  # a SeaweedFS of their own, stopped and restarted, retries with backoff
+
 BUCKET = "outage"
 
 
