@@ -9,6 +9,7 @@ BasicSR, with the published pristine model shipped in components/data/.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -110,6 +111,13 @@ _AGGD_GAMMA = np.arange(0.2, 10.001, 0.001)
 _AGGD_R = (special.gamma(2 / _AGGD_GAMMA) ** 2 / (special.gamma(1 / _AGGD_GAMMA) * special.gamma(3 / _AGGD_GAMMA)))
 
 
+@functools.lru_cache(maxsize=1)
+def _niqe_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mu, cov, gaussian window) of the pristine model: read once per process, not once per image."""
+    with np.load(_NIQE_MODEL) as model:
+        return model["mu_pris_param"], model["cov_pris_param"], model["gaussian_window"]
+
+
 def _aggd(x: np.ndarray) -> tuple[float, float, float]:
     """(shape, left scale, right scale) of an asymmetric generalized Gaussian, by moment matching on the
     same grid of shapes as MATLAB's and BasicSR's NIQE."""
@@ -139,6 +147,8 @@ def niqe(image: np.ndarray, crop_border: int = 0) -> float | None:
     published pristine model. In float32 as BasicSR: the shape fit is sensitive to it (float64 moved one
     JPEG'd Set5 image by 0.5). None where it is undefined: a side under 192 px (after `crop_border`)."""
     img = np.asarray(image)
+    if min(img.shape[:2]) - 2 * crop_border < NIQE_MIN_SIDE:  # before any work: most eval crops are 128 px
+        return None
     if img.ndim == 3:  # Y in [16, 235]; BasicSR's arithmetic (float32 in, float64 dot, /255 * 255)
         img = (np.dot(img.astype(np.float32) / 255.0, [65.481, 128.553, 24.966]) + 16.0) / 255.0 * 255.0
     img = img.astype(np.float32)
@@ -146,10 +156,7 @@ def niqe(image: np.ndarray, crop_border: int = 0) -> float | None:
         img = img[crop_border:-crop_border, crop_border:-crop_border]
     img = img.round()
     h, w = img.shape
-    if min(h, w) < NIQE_MIN_SIDE:
-        return None
-    with np.load(_NIQE_MODEL) as model:
-        mu_pris, cov_pris, window = model["mu_pris_param"], model["cov_pris_param"], model["gaussian_window"]
+    mu_pris, cov_pris, window = _niqe_model()
     rows, cols = h // NIQE_BLOCK, w // NIQE_BLOCK
     img = img[:rows * NIQE_BLOCK, :cols * NIQE_BLOCK]
     per_scale = []

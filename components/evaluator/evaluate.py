@@ -245,6 +245,8 @@ def run(cfg: Config) -> dict:
     """Evaluate; returns metrics.json's content (with 'decision'). A committed eval is reused unless force."""
     model_uri, dataset_id, out = _target(cfg)
     ev, scale = cfg.evaluate, cfg.preprocess.scale
+    if ev.bless_rule not in BLESS_RULES:  # before any model runs
+        raise EvaluateError(f"bless_rule {ev.bless_rule!r}: choose one of {', '.join(BLESS_RULES)}")
     existing = runs.decision(out)
     if existing and not cfg.force:
         log.info("%s: already evaluated (%s); --force re-evaluates", out, existing["decision"])
@@ -261,8 +263,6 @@ def run(cfg: Config) -> dict:
     per_image = score(rows, sr, scale)
     summary = summarize(per_image)
 
-    if ev.bless_rule not in BLESS_RULES:
-        raise EvaluateError(f"bless_rule {ev.bless_rule!r}: choose one of {', '.join(BLESS_RULES)}")
     folders = []  # (name, rows, sr, scores) per --eval-images folder
     for uri in [u.strip() for u in (ev.eval_images or "").split(",") if u.strip()]:
         folder_rows = with_bicubic(image_folder(uri, scale), scale)
