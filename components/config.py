@@ -75,6 +75,8 @@ class TrainConfig:
     seed: int = 0
     shuffle_buffer: int = 1024        # 0: no shuffling (deterministic order)
     augment: bool = True              # flip + small colour jitter, identical on HR and LR
+    train_crop_size: Optional[int] = None  # HR side of a training step's crop (a random aligned crop of each
+    #                                        stored record per step); none: the stored size. Models are built for it
     # checkpoints and safety
     checkpoint_every_steps: int = 0   # besides every epoch end; 0: epoch ends only
     preemption_check_every_steps: int = 10  # ask Ray Train for preemption news (a barrier) every N steps; 0: never

@@ -68,6 +68,19 @@ def _opened(uri: str) -> dict:
     return _OPENED[key]
 
 
+def cached_info(uri: str) -> dict:
+    """dataset.json of a committed dataset, read once per process (readers ask for it every epoch)."""
+    return _opened(uri)["info"]
+
+
+def split_shapes(info: dict, split: str) -> dict:
+    """{'hr': [H, W, 3], 'lr': [h, w, 3]} of a split's records; None dims where sizes vary (the whole eval
+    photos of a `patches` dataset). Datasets without `eval_shapes` have one shape for both splits."""
+    if split == "eval" and info.get("eval_shapes"):
+        return info["eval_shapes"]
+    return info["shapes"]
+
+
 def feature_spec(uri: str) -> dict:
     """The record parse spec, from the transform output's transformed_feature_spec().
 
@@ -114,10 +127,10 @@ def read_split(uri: str, split: str, decode: bool = True):
     """
     import tensorflow as tf
 
-    info = _opened(uri)["info"]  # refuses uncommitted datasets
+    shapes = split_shapes(cached_info(uri), split)  # refuses uncommitted datasets
     files = split_files(uri, split)
     spec = feature_spec(uri)
-    hr_shape, lr_shape = info["shapes"]["hr"], info["shapes"]["lr"]
+    hr_shape, lr_shape = shapes["hr"], shapes["lr"]
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP") if files else \
         tf.data.Dataset.from_tensor_slices(tf.constant([], tf.string))
 

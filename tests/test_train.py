@@ -297,3 +297,60 @@ def test_input_order_is_a_function_of_seed_epoch_and_position(tiny_dataset):
     assert not np.array_equal(full[0], batches(epoch=2)[0])
     halves = [batches(num_shards=2, shard_index=i, augment_images=False, shuffle_buffer=0) for i in (0, 1)]
     assert not np.array_equal(halves[0][0], halves[1][0])  # two workers read different records
+
+
+def test_random_aligned_crop_takes_the_lr_crop_at_the_matching_position():
+    """An LR made by taking every 4th HR pixel: the crops are aligned iff hr_crop[::4, ::4] == lr_crop."""
+    import tensorflow as tf
+
+    from components.trainer import input_fn
+
+    yy, xx = np.meshgrid(np.arange(96), np.arange(160), indexing="ij")
+    hr = np.stack([yy, xx, (yy + xx) % 256], -1).astype(np.uint8)
+    ex = {"hr": tf.constant(hr), "lr": tf.constant(hr[::4, ::4])}
+    corners = set()
+    for i in range(20):
+        seed = input_fn.element_seed(7, 0, i, input_fn.CROP_STREAM)
+        out = input_fn.random_aligned_crop(ex, 32, 4, seed)
+        assert out["hr"].shape == (32, 32, 3) and out["lr"].shape == (8, 8, 3)
+        np.testing.assert_array_equal(out["hr"].numpy()[::4, ::4], out["lr"].numpy())
+        corners.add((int(out["hr"][0, 0, 0]), int(out["hr"][0, 0, 1])))
+        again = input_fn.random_aligned_crop(ex, 32, 4, input_fn.element_seed(7, 0, i, input_fn.CROP_STREAM))
+        np.testing.assert_array_equal(out["hr"].numpy(), again["hr"].numpy())
+    assert len(corners) > 10 and all(y % 4 == 0 and x % 4 == 0 for y, x in corners)  # on the scale grid
+    assert max(y for y, _ in corners) <= 96 - 32 and max(x for _, x in corners) <= 160 - 32
+    whole = input_fn.random_aligned_crop(ex, 96, 4, input_fn.element_seed(7, 0, 0, input_fn.CROP_STREAM))
+    assert whole["hr"].shape == (96, 96, 3)
+
+
+def test_training_crops_match_degrade_and_resume_exactly(tiny_dataset):
+    """train_crop_size below the stored size: LR crop == degrade(HR crop) away from the border, the crop
+    stream is a function of (seed, epoch, position) (resume skips exactly), another epoch other crops."""
+    from components.degradation import degrade
+    from components.models import to_uint8
+    from components.trainer import input_fn
+
+    root, ds_id = tiny_dataset
+    uri = dataset.dataset_uri(root, ds_id)
+
+    def batches(**kw):
+        args = {"batch_size": 4, "epoch": 1, "seed": 3, "steps": 4, "crop_size": 64, "augment_images": False, **kw}
+        return [(to_uint8(b["hr"]).numpy(), to_uint8(b["lr"]).numpy()) for b in input_fn.make_dataset(uri, **args)]
+    full, resumed = batches(), batches(skip_steps=1)
+    assert full[0][0].shape == (4, 64, 64, 3) and full[0][1].shape == (4, 16, 16, 3)
+    for (hr, lr), (hr2, _) in zip(full[1:], resumed):
+        np.testing.assert_array_equal(hr, hr2)
+    for hr, lr in full:
+        # bicubic's support is 4 LR pixels: away from a 2-pixel margin the crop's own LR is the stored LR's
+        diff = np.abs(degrade(hr, 4).numpy().astype(int) - lr.astype(int))[:, 2:-2, 2:-2]
+        assert diff.max() <= 1, diff.max()
+    assert not np.array_equal(full[0][0], batches(epoch=2)[0][0])
+    with pytest.raises(dataset.DatasetError, match="train_crop_size 66"):
+        batches(crop_size=66)
+
+
+def test_train_crop_size_larger_than_the_records_is_refused(tiny_dataset, capsys):
+    root, ds_id = tiny_dataset
+    out = run_cli(capsys, "train", "--artifact-root", root, "--dataset-id", ds_id, "--train-crop-size", "256")
+    assert out.returncode == 2 and "train_crop_size 256 must be a positive multiple of the scale 4" in out.stderr
+    assert "Traceback" not in out.stderr

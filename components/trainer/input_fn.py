@@ -1,6 +1,7 @@
-"""The trainer's input path: records -> shard -> shuffle -> augment -> scale to [-1, 1] -> batch -> prefetch.
+"""The trainer's input path: records -> shard -> shuffle -> random aligned crop -> augment -> scale to [-1, 1]
+-> batch -> prefetch.
 
-Each epoch's order and augmentation are a pure function of (seed, epoch, position), so a run that
+Each epoch's order, crops and augmentation are a pure function of (seed, epoch, position), so a run that
 resumes mid-epoch can skip exactly the batches it has already trained on.
 """
 
@@ -10,6 +11,39 @@ import tensorflow as tf
 
 from components import dataset
 from components.models import to_unit
+
+
+def element_seed(seed: int, epoch: int, position, stream: int):
+    """The stateless seed of one element's draws of one kind (`stream`: crop, augment, ...), from
+    (seed, epoch, position): a resumed run draws exactly what it would have."""
+    base = tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), tf.cast(position, tf.int64)])
+    return base if stream == AUGMENT_STREAM else tf.random.experimental.stateless_fold_in(base, stream)
+
+
+AUGMENT_STREAM, CROP_STREAM = 0, 1  # augment's seed predates the streams: it stays the bare (seed, epoch, i)
+
+
+def random_aligned_crop(example, crop_size: int, scale: int, seed):
+    """An HR crop of `crop_size` at a random position on the scale grid, and the LR crop at the matching
+    position, so LR crop == degrade(HR crop) away from the borders. Records of exactly `crop_size` pass."""
+    hr, lr = example["hr"], example["lr"]
+    lr_crop = crop_size // scale
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    y = tf.random.stateless_uniform([], seeds[0], 0, tf.shape(lr)[0] - lr_crop + 1, tf.int32)
+    x = tf.random.stateless_uniform([], seeds[1], 0, tf.shape(lr)[1] - lr_crop + 1, tf.int32)
+    lr = tf.ensure_shape(lr[y:y + lr_crop, x:x + lr_crop], [lr_crop, lr_crop, 3])
+    hr = tf.ensure_shape(hr[y * scale:y * scale + crop_size, x * scale:x * scale + crop_size], [crop_size, crop_size, 3])
+    return {**example, "hr": hr, "lr": lr}
+
+
+def center_aligned_crop(example, crop_size: int, scale: int):
+    """The centre crop on the scale grid (the fixed sample batch of whole eval photos)."""
+    hr, lr = example["hr"], example["lr"]
+    lr_crop = crop_size // scale
+    y, x = (tf.shape(lr)[0] - lr_crop) // 2, (tf.shape(lr)[1] - lr_crop) // 2
+    return {"hr": tf.ensure_shape(hr[y * scale:y * scale + crop_size, x * scale:x * scale + crop_size],
+                                  [crop_size, crop_size, 3]),
+            "lr": tf.ensure_shape(lr[y:y + lr_crop, x:x + lr_crop], [lr_crop, lr_crop, 3])}
 
 
 def augment(example, seed):
@@ -30,8 +64,19 @@ def augment(example, seed):
 
 def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, steps: int,
                  skip_steps: int = 0, num_shards: int = 1, shard_index: int = 0,
-                 shuffle_buffer: int = 1024, augment_images: bool = True, split: str = "train"):
-    """`steps` batches of `batch_size` for this input pipeline (one shard of the split), minus `skip_steps`."""
+                 shuffle_buffer: int = 1024, augment_images: bool = True, split: str = "train",
+                 crop_size: int | None = None):
+    """`steps` batches of `batch_size` for this input pipeline (one shard of the split), minus `skip_steps`.
+
+    `crop_size` (HR pixels; none: the stored size) below the stored HR size takes a random aligned crop
+    of each record per step."""
+    info = dataset.cached_info(dataset_uri)
+    scale = info["preprocess"]["scale"]
+    stored = dataset.split_shapes(info, split)["hr"][0]
+    crop_size = crop_size or stored
+    if crop_size % scale or (stored is not None and crop_size > stored):
+        raise dataset.DatasetError(f"train_crop_size {crop_size} must be a multiple of the scale {scale} and at most "
+                                   f"the stored HR size {stored}")
     ds = dataset.read_split(dataset_uri, split, decode=False)
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
@@ -41,14 +86,15 @@ def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, st
 
     def decode(ex):
         return {"hr": tf.io.decode_png(ex["hr"], channels=3), "lr": tf.io.decode_png(ex["lr"], channels=3)}
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-    if augment_images:
-        ds = ds.enumerate().map(
-            lambda i, ex: augment(ex, tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), i])),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda ex: {"hr": to_unit(ex["hr"]), "lr": to_unit(ex["lr"])},
-                    num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).enumerate()
+
+    def prepare(i, ex):
+        if crop_size != stored:
+            ex = random_aligned_crop(ex, crop_size, scale, element_seed(seed, epoch, i, CROP_STREAM))
+        if augment_images:
+            return augment(ex, element_seed(seed, epoch, i, AUGMENT_STREAM))
+        return {"hr": to_unit(ex["hr"]), "lr": to_unit(ex["lr"])}
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True).take(steps).skip(skip_steps)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded above
@@ -56,10 +102,15 @@ def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, st
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def fixed_batch(dataset_uri: str, n: int = 8):
-    """The first `n` eval images (or train, if eval is empty), unaugmented: for samples and eval PSNR."""
+def fixed_batch(dataset_uri: str, n: int = 8, crop_size: int | None = None):
+    """The first `n` eval images (or train, if eval is empty), unaugmented, centre-cropped to `crop_size`
+    (none: the train records' size; whole eval photos differ in size): for samples and eval PSNR."""
+    info = dataset.cached_info(dataset_uri)
+    crop_size = crop_size or info["shapes"]["hr"][0]
     for split in ("eval", "train"):
-        batch = next(iter(dataset.read_split(dataset_uri, split).take(n).batch(n)), None)
+        ds = dataset.read_split(dataset_uri, split).map(
+            lambda ex: center_aligned_crop(ex, crop_size, info["preprocess"]["scale"]))
+        batch = next(iter(ds.take(n).batch(n)), None)
         if batch is not None:
             return {"hr": to_unit(batch["hr"]), "lr": to_unit(batch["lr"])}
     raise dataset.DatasetError(f"{dataset_uri}: no images to sample")

@@ -197,6 +197,7 @@ class WorkerLoop:
         self.strategy = _strategy(self.world, cfg.gpus_per_worker)
         self.info = info = load_info(self.dataset_uri)
         self.scale = info["preprocess"]["scale"]
+        self.crop_size = cfg.train_crop_size or info["shapes"]["hr"][0]
         gan = self.schedule.gan_steps > 0
 
         def adam(lr):
@@ -204,7 +205,7 @@ class WorkerLoop:
         with self.strategy.scope():
             self.generator = models.build_generator(cfg.generator_width, cfg.generator_blocks, self.scale,
                                                     cfg.residual_over_bicubic)
-            discriminator = models.build_discriminator(info["shapes"]["hr"][0], cfg.discriminator_width,
+            discriminator = models.build_discriminator(self.crop_size, cfg.discriminator_width,
                                                        cfg.discriminator_depth, cfg.discriminator_batchnorm,
                                                        cfg.discriminator_dense)
             self.g_opt, d_opt = adam(cfg.pretrain_learning_rate), adam(cfg.d_learning_rate)
@@ -245,7 +246,7 @@ class WorkerLoop:
         self.outputs = RunOutputs(self.run_uri) if self.rank == 0 else None
         if self.outputs and resumed:
             self.outputs.append({"event": "resume", "step": self.step})
-        self.fixed = input_fn.fixed_batch(self.dataset_uri, 4)
+        self.fixed = input_fn.fixed_batch(self.dataset_uri, 4, self.crop_size)
         self.fixed_hr = models.to_uint8(self.fixed["hr"]).numpy()
         self.fixed_lr = models.to_uint8(self.fixed["lr"]).numpy()
         self.fixed_bicubic = metrics.bicubic_upscale(self.fixed_lr, self.scale).numpy()
@@ -286,7 +287,8 @@ class WorkerLoop:
             return input_fn.make_dataset(
                 self.dataset_uri, batch_size=ictx.get_per_replica_batch_size(cfg.global_batch_size), epoch=epoch,
                 seed=cfg.seed, steps=per_epoch, skip_steps=in_epoch, num_shards=ictx.num_input_pipelines,
-                shard_index=ictx.input_pipeline_id, shuffle_buffer=cfg.shuffle_buffer, augment_images=cfg.augment)
+                shard_index=ictx.input_pipeline_id, shuffle_buffer=cfg.shuffle_buffer, augment_images=cfg.augment,
+                crop_size=self.crop_size)
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def _after_step(self, phase: str, applied: bool) -> None:
