@@ -101,6 +101,7 @@ def test_each_shard_is_fetched_once_per_run_and_reused_by_the_next(on_s3):
           f"{len(shards)} shards; next run: {dict(counts(again))}; LIST {lists}")
 
 
+@pytest.mark.slow  # starts its own Ray cluster (two workers reading from S3): ~90 s
 def test_ray_workers_fetch_each_shard_at_most_once_in_a_3_epoch_run(on_s3, tmp_path):
     """The real trainer: 2 Ray Train workers, 3 epochs, dataset and checkpoints on S3. Per worker process
     (User-Agent pid), no shard or metadata object is fetched twice; together they fetch each at least once
