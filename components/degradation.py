@@ -93,11 +93,6 @@ def sinc_kernel(cutoff, size):
     return k / tf.reduce_sum(k)
 
 
-def pulse_kernel():
-    """The identity kernel: blurring with it changes nothing."""
-    return tf.scatter_nd([[KERNEL_SIZE // 2, KERNEL_SIZE // 2]], [1.0], [KERNEL_SIZE, KERNEL_SIZE])
-
-
 def _random_size(seed):
     return tf.gather(KERNEL_SIZES, tf.random.stateless_uniform([], seed, 0, len(KERNEL_SIZES), dtype=tf.int32))
 
@@ -134,13 +129,25 @@ def _reflect_indices(n, pad):
 def blur(img, kernel):
     """float [H, W, C] filtered with a 2-D kernel (odd side), reflect-padded (cv2.filter2D / BasicSR's
     filter2D; the kernels here are point-symmetric, so correlation and convolution agree)."""
-    pad = kernel.shape[0] // 2
+    k = kernel.shape[0]
+    pad = k // 2
     shape = tf.shape(img)
     padded = tf.gather(tf.gather(img, _reflect_indices(shape[0], pad), axis=0), _reflect_indices(shape[1], pad), axis=1)
-    # channels as a batch of one-channel images: one small conv instead of a depthwise one
-    x = tf.transpose(padded, [2, 0, 1])[..., None]
-    out = tf.nn.conv2d(x, tf.cast(kernel, img.dtype)[:, :, None, None], strides=1, padding="VALID")
-    return tf.transpose(out[..., 0], [1, 2, 0])
+    # By FFT: a 21x21 kernel as a direct convolution ran at ~1.3 GFLOP/s here (17 ms for a 128 crop,
+    # most of the degradation's time); the transforms cost well under 1 ms. Correlation = product with
+    # the conjugate spectrum; the kernel sits at the origin, so the first H x W outputs never wrap.
+    x = tf.transpose(padded, [2, 0, 1])
+    hw = tf.shape(x)[1:]
+    kpad = tf.pad(tf.cast(kernel, img.dtype), [[0, hw[0] - k], [0, hw[1] - k]])
+    spectrum = tf.signal.rfft2d(x, fft_length=hw) * tf.math.conj(tf.signal.rfft2d(kpad, fft_length=hw))
+    out = tf.signal.irfft2d(spectrum, fft_length=hw)[:, :shape[0], :shape[1]]
+    return tf.transpose(out, [1, 2, 0])
+
+
+def _maybe_blur(img, kernel, apply):
+    """blur when `apply` (a bool tensor); the image untouched otherwise (not a blur by a unit pulse:
+    that costs the same as any blur)."""
+    return tf.cond(apply, lambda: blur(img, kernel), lambda: img)
 
 
 def resize(img, size, method_index):
@@ -210,7 +217,7 @@ def _stage(img, seed, p, prefix: str, blur_prob, size):
     s = tf.random.experimental.stateless_split(seed, 7)
     kernel = random_kernel(s[0], key("kernel_prob"), key("sinc_prob"), key("blur_sigma"), key("betag_range"),
                            key("betap_range"))
-    img = blur(img, tf.where(tf.random.stateless_uniform([], s[1]) < blur_prob, kernel, pulse_kernel()))
+    img = _maybe_blur(img, kernel, tf.random.stateless_uniform([], s[1]) < blur_prob)
     factor = _random_resize_factor(s[2], key("resize_prob"), key("resize_range"))
     new_size = tf.maximum(tf.cast(tf.cast(size, tf.float32) * factor, tf.int32), 1)  # floor, as torch
     img = resize(img, new_size, _random_method(s[3]))
@@ -241,12 +248,12 @@ def realistic_degrade(hr, seed, params, scale: int = SCALE) -> tf.Tensor:
     img = _stage(hr, s[0], params, "", 1.0, hw)
     img = _stage(img, s[1], params, "second_", params.second_blur_prob, lr_size)
 
-    final_kernel = tf.where(tf.random.stateless_uniform([], s[2]) < params.final_sinc_prob,
-                            sinc_kernel(_uniform(s[3], math.pi / 3, math.pi), _random_size(s[4])), pulse_kernel())
+    final_kernel = sinc_kernel(_uniform(s[3], math.pi / 3, math.pi), _random_size(s[4]))
+    final_sinc = tf.random.stateless_uniform([], s[2]) < params.final_sinc_prob
     method = _random_method(s[5])
 
     def resize_and_sinc(x):
-        return blur(resize(x, lr_size, method), final_kernel)
+        return _maybe_blur(resize(x, lr_size, method), final_kernel, final_sinc)
     # Real-ESRGAN found the other orders (sinc + JPEG + resize) make twisted lines: only these two.
     lr = tf.cond(tf.random.stateless_uniform([], s[6]) < 0.5,
                  lambda: _random_jpeg(resize_and_sinc(img), s[7], params.second_jpeg_range),
