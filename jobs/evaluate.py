@@ -30,7 +30,7 @@ def main(argv=None):
     split = result["eval_split"]
     print(f"{result['decision']}: PSNR (RGB) {split['psnr_rgb']:.3f} dB, bicubic {split['bicubic_psnr_rgb']:.3f} dB "
           f"({split['gain_psnr_rgb']:+.3f} dB) on {split['num_images']} eval images")
-    if result["degraded"]:
+    if result.get("degraded"):  # absent from evaluations committed before it existed
         d = result["degraded"]
         print(f"degraded eval split (fixed realistic degradation): PSNR (RGB) {d['psnr_rgb']:.3f} dB, "
               f"bicubic {d['bicubic_psnr_rgb']:.3f} dB ({d['gain_psnr_rgb']:+.3f} dB)")
