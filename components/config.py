@@ -1,14 +1,17 @@
 """The one configuration type: a YAML file, overridden by flags of the same names.
 
 A YAML key `crop_size` (in any section) is the flag `--crop-size`. Field names are unique across
-sections, so a flag always names exactly one key. Unknown keys and wrong types are errors that name
-the key, never silently ignored.
+sections, so a flag always names exactly one key. Unknown keys, wrong types and values outside a
+key's declared bounds (field metadata: choices, probabilities, [min, max] ranges) are errors that
+name the key, never silently ignored. A list key is a YAML list, or comma-separated on a flag
+(`--blur-sigma 0.2,3`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -73,6 +76,9 @@ class TrainConfig:
     precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16 | auto (each worker's best)
     jit: bool = False                 # XLA; measured slower on CPU (STACK.md)
     seed: int = 0
+    degradation: str = field(default="bicubic", metadata={"choices": ("bicubic", "realistic")})
+    #   bicubic: the stored LR (clean). realistic: LR made from HR on the fly by the second-order
+    #   pipeline of Real-ESRGAN (components.degradation.realistic_degrade; ranges in realistic_degradation:)
     shuffle_buffer: int = 1024        # 0: no shuffling (deterministic order)
     augment: bool = True              # flip + small colour jitter, identical on HR and LR
     train_crop_size: Optional[int] = None  # HR side of a training step's crop (a random aligned crop of each
@@ -87,11 +93,61 @@ class TrainConfig:
     log_every_seconds: float = 10.0
 
 
+def _range(*default, lo=-math.inf, hi=math.inf, open_lo=False):
+    """A [min, max] key: min <= max, both within [lo, hi] (or (lo, hi] when open_lo)."""
+    return field(default_factory=lambda: list(default), metadata={"range": (lo, hi, open_lo)})
+
+
+def _probs(*default):
+    """Probabilities of mutually exclusive choices: len(default) entries in [0, 1] that sum to 1."""
+    return field(default_factory=lambda: list(default), metadata={"probs": len(default)})
+
+
+def _prob(default):
+    return field(default=default, metadata={"prob": True})
+
+
+@dataclass
+class RealisticDegradation:
+    """Ranges and probabilities of the realistic (second-order) degradation; defaults are Real-ESRGAN's
+    published x4plus settings (options/train_realesrgan_x4plus.yml). Every [a, b] draws uniformly
+    within; noise sigma is in 0..255 units. The second pass uses the `second_` keys."""
+    kernel_prob: list[float] = _probs(0.45, 0.25, 0.12, 0.03, 0.12, 0.03)  # iso, aniso, generalized
+    #                               iso, generalized aniso, plateau iso, plateau aniso (21x21, sizes 7..21)
+    sinc_prob: float = _prob(0.1)   # a sinc (ringing) kernel instead of the kernels above
+    blur_sigma: list[float] = _range(0.2, 3.0, lo=0.0, open_lo=True)
+    betag_range: list[float] = _range(0.5, 4.0, lo=0.0, open_lo=True)   # generalized Gaussian shape
+    betap_range: list[float] = _range(1.0, 2.0, lo=0.0, open_lo=True)   # plateau shape
+    resize_prob: list[float] = _probs(0.2, 0.7, 0.1)                     # up, down, keep
+    resize_range: list[float] = _range(0.15, 1.5, lo=0.0, open_lo=True)
+    gaussian_noise_prob: float = _prob(0.5)                              # else Poisson noise
+    noise_range: list[float] = _range(1.0, 30.0, lo=0.0)
+    poisson_scale_range: list[float] = _range(0.05, 3.0, lo=0.0)
+    gray_noise_prob: float = _prob(0.4)
+    jpeg_range: list[float] = _range(30.0, 95.0, lo=1.0, hi=100.0)
+    second_blur_prob: float = _prob(0.8)
+    second_kernel_prob: list[float] = _probs(0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+    second_sinc_prob: float = _prob(0.1)
+    second_blur_sigma: list[float] = _range(0.2, 1.5, lo=0.0, open_lo=True)
+    second_betag_range: list[float] = _range(0.5, 4.0, lo=0.0, open_lo=True)
+    second_betap_range: list[float] = _range(1.0, 2.0, lo=0.0, open_lo=True)
+    second_resize_prob: list[float] = _probs(0.3, 0.4, 0.3)
+    second_resize_range: list[float] = _range(0.3, 1.2, lo=0.0, open_lo=True)
+    second_gaussian_noise_prob: float = _prob(0.5)
+    second_noise_range: list[float] = _range(1.0, 25.0, lo=0.0)
+    second_poisson_scale_range: list[float] = _range(0.05, 2.5, lo=0.0)
+    second_gray_noise_prob: float = _prob(0.4)
+    second_jpeg_range: list[float] = _range(30.0, 95.0, lo=1.0, hi=100.0)
+    final_sinc_prob: float = _prob(0.8)  # the sinc filter of the final resize to LR size
+
+
 @dataclass
 class EvaluateConfig:
     eval_images: Optional[str] = None  # also evaluate on these folders / URIs (comma-separated) of full-size images
     eval_batch_size: int = 16
     grid_images: int = 16             # eval images shown in the comparison grids (8 per grid PNG)
+    eval_degraded: bool = True        # also evaluate on the eval split under a fixed realistic degradation
+    #                                   (realistic_degradation: ranges; the same LR for every model)
     # blessing, on the dataset's eval split, PSNR (RGB) in dB
     bless_min_gain_db: float = 0.2    # must beat bicubic by at least this much
     bless_tolerance_db: float = 0.1   # may be at most this much worse than the model LATEST points to
@@ -144,6 +200,7 @@ class Config:
     #                                        none: $SRGAN_STORAGE_RETRIES, else 6 (components.storage)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    realistic_degradation: RealisticDegradation = field(default_factory=RealisticDegradation)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     push: PushConfig = field(default_factory=PushConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -199,7 +256,41 @@ def _coerce(name: str, tp, value: Any):
         if not isinstance(value, (str, int, float)) or isinstance(value, bool):
             raise ConfigError(f"config key {name!r} must be a string, got {value!r}")
         return str(value)
+    if typing.get_origin(base) is list and typing.get_args(base) == (float,):
+        return _number_list(name, value)
     raise ConfigError(f"config key {name!r} has an unsupported type {tp}")
+
+
+def _number_list(name: str, value: Any) -> list[float]:
+    """A YAML list of numbers, or (as flags give it) the numbers comma-separated in one string."""
+    if isinstance(value, str):
+        try:
+            return [float(v) for v in value.split(",")]
+        except ValueError:
+            raise ConfigError(f"config key {name!r} must be comma-separated numbers, got {value!r}") from None
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise ConfigError(f"config key {name!r} must be a list of numbers, got {value!r}")
+    return [float(v) for v in value]
+
+
+def _check(name: str, meta, value: Any) -> None:
+    """The constraints a field's metadata declares (choices, probabilities, [min, max] ranges)."""
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"config key {name!r} must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if "prob" in meta and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"config key {name!r} is a probability: it must be within [0, 1], got {value}")
+    if "probs" in meta:
+        n = meta["probs"]
+        if len(value) != n or any(not 0.0 <= v <= 1.0 for v in value) or abs(sum(value) - 1.0) > 1e-3:
+            raise ConfigError(f"config key {name!r} must be {n} probabilities within [0, 1] summing to 1, "
+                              f"got {value}")
+    if "range" in meta:
+        lo, hi, open_lo = meta["range"]
+        if len(value) != 2 or value[0] > value[1]:
+            raise ConfigError(f"config key {name!r} must be [min, max] with min <= max, got {value}")
+        if value[0] < lo or (open_lo and value[0] == lo) or value[1] > hi:
+            bounds = f"{'(' if open_lo else '['}{lo:g}, {hi:g}]"
+            raise ConfigError(f"config key {name!r} must lie within {bounds}, got {value}")
 
 
 def from_dict(data: dict | None) -> Config:
@@ -228,7 +319,10 @@ def set_value(cfg: Config, name: str, value: Any) -> None:
         raise ConfigError(f"unknown config key {name!r}")
     section, f, tp = fields[name]
     target = cfg if section is None else getattr(cfg, section)
-    setattr(target, name, _coerce(name, tp, value))
+    value = _coerce(name, tp, value)
+    if value is not None:
+        _check(name, f.metadata, value)
+    setattr(target, name, value)
 
 
 def get_value(cfg: Config, name: str) -> Any:
@@ -258,10 +352,14 @@ def add_flags(parser: argparse.ArgumentParser, keys: list[str]) -> None:
         _section, f, tp = fields[name]
         flag = "--" + name.replace("_", "-")
         base = _base_type(tp)
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = f.default if f.default is not dataclasses.MISSING else \
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
         if base is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"(config key {name}, default {default})")
+        elif typing.get_origin(base) is list:  # comma-separated numbers, parsed by _coerce
+            parser.add_argument(flag, dest=name, default=None, metavar="MIN,MAX" if "range" in f.metadata else "P,..",
+                                help=f"(config key {name}, default {','.join(f'{v:g}' for v in default)})")
         else:
             parser.add_argument(flag, dest=name, type=base, default=None, metavar=name.upper(),
                                 help=f"(config key {name}, default {default})")

@@ -3,6 +3,7 @@
     python jobs/evaluate.py --run-id RUN [--eval-images ../shared/data/benchmarks/Set5]
     python jobs/evaluate.py --model-uri artifacts/models/srgan-x4 --dataset-id ds-... --output DIR
 
+Also evaluates on the eval split under a fixed realistic degradation (--no-eval-degraded: not).
 Writes metrics.json, per_image.csv, grids/*.png, loss_curve.png and BLESSED or NOT_BLESSED (the
 decision and its reasons; written last). Exit code 0 either way: the decision is data, not an error.
 """
@@ -13,7 +14,8 @@ import sys
 from components import cli, config
 
 KEYS = (["artifact_root", "run_id", "dataset_id", "model_uri", "output", "force", "model_name", "scale"]
-        + [f.name for f in dataclasses.fields(config.EvaluateConfig)])
+        + [f.name for section in (config.EvaluateConfig, config.RealisticDegradation)
+           for f in dataclasses.fields(section)])
 
 
 def build_parser():
@@ -28,6 +30,10 @@ def main(argv=None):
     split = result["eval_split"]
     print(f"{result['decision']}: PSNR (RGB) {split['psnr_rgb']:.3f} dB, bicubic {split['bicubic_psnr_rgb']:.3f} dB "
           f"({split['gain_psnr_rgb']:+.3f} dB) on {split['num_images']} eval images")
+    if result.get("degraded"):  # absent from evaluations committed before it existed
+        d = result["degraded"]
+        print(f"degraded eval split (fixed realistic degradation): PSNR (RGB) {d['psnr_rgb']:.3f} dB, "
+              f"bicubic {d['bicubic_psnr_rgb']:.3f} dB ({d['gain_psnr_rgb']:+.3f} dB)")
     for reason in result["reasons"]:
         print(f"  {reason}")
     print(f"metrics and comparison grids: {cfg.output or runs.eval_uri(cfg.artifact_root, cfg.run_id)}")

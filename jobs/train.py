@@ -11,7 +11,8 @@ import sys
 
 from components import cli, config
 
-KEYS = ["artifact_root", "dataset_id", "run_id"] + [f.name for f in dataclasses.fields(config.TrainConfig)]
+KEYS = ["artifact_root", "dataset_id", "run_id"] + [
+    f.name for section in (config.TrainConfig, config.RealisticDegradation) for f in dataclasses.fields(section)]
 
 
 def build_parser():

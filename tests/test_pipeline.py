@@ -380,3 +380,45 @@ def test_concurrent_claims_never_collide(s3_server, tmp_path):
         [t.start() for t in threads]
         [t.join() for t in threads]
         assert not errors and sorted(got) == list(range(1, 33)), (root, sorted(got))
+
+
+def test_degraded_evaluation_is_fixed_and_reported(tmp_path, monkeypatch):
+    """The `degraded` evaluation on a stand-in eval split and model (no dataset, no training: fast): the
+    same LR on every run, its own section in metrics.json, rows in per_image.csv, grids; off by a key."""
+    from components import config, upscaler
+    from components.degradation import degrade
+
+    photo = sample_data.photo("astronaut")
+    hrs = [photo[y:y + 64, x:x + 64] for y, x in ((80, 160), (200, 180), (300, 60))]
+    monkeypatch.setattr(evaluate, "eval_split", lambda _uri: [{"name": f"p{i}", "hr": hr, "lr": degrade(hr).numpy()}
+                                                              for i, hr in enumerate(hrs)])
+    seen = []  # every LR batch the model is asked to upscale
+
+    def nearest(lr):
+        seen.append(lr.copy())
+        return lr.repeat(4, axis=1).repeat(4, axis=2)
+    monkeypatch.setattr(evaluate.upscaler, "load", lambda uri, version=None: upscaler.Upscaler(nearest, uri, "stub"))
+
+    def evaluate_once(out, **keys):
+        cfg = config.Config(artifact_root=str(tmp_path / "root"), model_uri="stub", dataset_id="ds-" + "0" * 16,
+                            output=str(tmp_path / out))
+        for k, v in keys.items():
+            config.set_value(cfg, k, v)
+        return evaluate.run(cfg)
+
+    result = evaluate_once("a")
+    d = result["degraded"]
+    assert d["num_images"] == 3 and d["seed"] == evaluate.EVAL_SEED
+    assert d["realistic_degradation"]["jpeg_range"] == [30.0, 95.0]
+    assert d["psnr_rgb"] < result["eval_split"]["psnr_rgb"] - 1.0  # the degradation is not a no-op
+    degraded_lr = seen[1]
+    assert degraded_lr.shape == (3, 16, 16, 3) and not np.array_equal(degraded_lr, seen[0])
+    rows = (tmp_path / "a" / "per_image.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["eval"] * 3 + ["degraded"] * 3
+    assert (tmp_path / "a" / "grids" / "degraded-000.png").exists()
+
+    evaluate_once("b")
+    np.testing.assert_array_equal(seen[3], degraded_lr)  # another evaluation sees the same degraded LR
+
+    assert evaluate_once("c", eval_degraded=False)["degraded"] is None
+    assert len(seen) == 5 and not (tmp_path / "c" / "grids" / "degraded-000.png").exists()

@@ -1,8 +1,9 @@
 """The evaluator: metrics against bicubic, comparison grids, the loss curve, and the blessing.
 
 Evaluates a run's generator (or any model `components.upscaler.load` accepts) on the dataset's eval
-split and, optionally, on a folder of full-size images degraded with the shared degradation
-function. Compares with the model `models/<name>/LATEST` points to, on the same data, and decides
+split, on the same split under a fixed realistic degradation (`degraded`: blur, resize, noise, JPEG,
+one seeded draw per image, so every model sees the same LR) and, optionally, on a folder of
+full-size images degraded with the shared degradation function. Blessing reads the clean split. Compares with the model `models/<name>/LATEST` points to, on the same data, and decides
 BLESSED / NOT_BLESSED. Everything goes to `runs/<run-id>/eval/` (or `--output`), published with the
 decision file last, so a reader that finds BLESSED or NOT_BLESSED finds everything else too.
 """
@@ -10,6 +11,7 @@ decision file last, so a reader that finds BLESSED or NOT_BLESSED finds everythi
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import io
 import json
@@ -22,7 +24,7 @@ import numpy as np
 
 from components import dataset, metrics, plots, provenance, registry, runs, storage, upscaler
 from components.config import Config
-from components.degradation import degrade
+from components.degradation import EVAL_SEED, degrade, degrade_fixed
 from components.errors import UserError
 from components.runs import BLESSED, NOT_BLESSED
 
@@ -70,6 +72,13 @@ def image_folder(uri: str, scale: int) -> list[dict]:
     if not rows:
         raise EvaluateError(f"{uri}: no readable images to evaluate on")
     return rows
+
+
+def degraded_split(rows: list[dict], params, scale: int) -> list[dict]:
+    """The eval split's HR with LR from the fixed realistic degradation: image i drawn with the seed
+    (EVAL_SEED, i), so the same split and params give every model the same LR."""
+    return [{"name": r["name"], "hr": r["hr"], "lr": degrade_fixed(r["hr"], i, params, scale, EVAL_SEED)}
+            for i, r in enumerate(rows)]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -263,6 +272,15 @@ def run(cfg: Config) -> dict:
     per_image = score(rows, sr, scale)
     summary = summarize(per_image)
 
+    degraded = None  # (rows, sr, scores) on the degraded eval split
+    if ev.eval_degraded:
+        d_rows = with_bicubic(degraded_split(rows, cfg.realistic_degradation, scale), scale)
+        d_sr = super_resolve(model, d_rows, ev.eval_batch_size)
+        degraded = (d_rows, d_sr, score(d_rows, d_sr, scale))
+        means = summarize(degraded[2])
+        log.info("degraded eval split: PSNR (RGB) %.3f dB vs bicubic %.3f dB", means["psnr_rgb"],
+                 means["bicubic_psnr_rgb"])
+
     folders = []  # (name, rows, sr, scores) per --eval-images folder
     for uri in [u.strip() for u in (ev.eval_images or "").split(",") if u.strip()]:
         folder_rows = with_bicubic(image_folder(uri, scale), scale)
@@ -273,10 +291,14 @@ def run(cfg: Config) -> dict:
                  means["bicubic_psnr_rgb"], "undefined" if means["niqe"] is None else f"{means['niqe']:.3f}")
 
     root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
-    baseline_version, baseline, baseline_folders = registry.latest(root), None, []
+    baseline_version, baseline, baseline_folders, baseline_degraded = registry.latest(root), None, [], None
     if baseline_version is not None:
         baseline_model = upscaler.load(root, baseline_version)
         baseline = summarize(score(rows, super_resolve(baseline_model, rows, ev.eval_batch_size), scale))
+        if degraded:
+            d_rows = degraded[0]
+            baseline_degraded = summarize(score(d_rows, super_resolve(baseline_model, d_rows, ev.eval_batch_size),
+                                                scale))
         baseline_folders = [score(f_rows, super_resolve(baseline_model, f_rows, 1), scale) for _u, f_rows, _s, _p in folders]
         log.info("current model (version %d): PSNR %.3f dB on the same images", baseline_version, baseline["psnr_rgb"])
     perceptual = {"candidate": _perceptual_summary(summary, [f[3] for f in folders]),
@@ -295,9 +317,12 @@ def run(cfg: Config) -> dict:
         "run_id": cfg.run_id,
         "dataset_id": dataset_id,
         "eval_split": summary,
+        "degraded": {**summarize(degraded[2]), "seed": EVAL_SEED,
+                     "realistic_degradation": dataclasses.asdict(cfg.realistic_degradation)} if degraded else None,
         "eval_images": {storage.basename(uri): {"uri": uri, **summarize(scores)} for uri, _r, _s, scores in folders}
         or None,
         "baseline": {"model": f"{root}/{baseline_version}", "version": baseline_version, "eval_split": baseline,
+                     "degraded": baseline_degraded,
                      "eval_images": {storage.basename(f[0]): summarize(p) for f, p in zip(folders, baseline_folders)}
                      or None}
         if baseline else None,
@@ -319,11 +344,16 @@ def run(cfg: Config) -> dict:
             with open(path, "wb") as f:
                 f.write(data.encode() if isinstance(data, str) else data)
         csv_text = _csv(per_image, "eval")
+        if degraded:
+            csv_text += _csv(degraded[2], "degraded").split("\n", 1)[1]
         for uri, _rows, _sr, scores in folders:
             csv_text += _csv(scores, f"images:{storage.basename(uri)}").split("\n", 1)[1]
         put("per_image.csv", csv_text)
         for i, png in enumerate(_grids(rows, sr, per_image, ev.grid_images, scale)):
             put(f"grids/eval-{i:03d}.png", png)
+        if degraded:
+            for i, png in enumerate(_grids(*degraded, ev.grid_images, scale)):
+                put(f"grids/degraded-{i:03d}.png", png)
         for uri, folder_rows, folder_sr, scores in folders:
             for r, png in zip(folder_rows, _grids(folder_rows, folder_sr, scores, ev.grid_images, scale)):
                 put(f"grids/{_safe(storage.basename(uri))}-{_safe(os.path.splitext(r['name'])[0])}.png", png)
