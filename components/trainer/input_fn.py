@@ -1,8 +1,8 @@
-"""The trainer's input path: records -> shard -> shuffle -> random aligned crop -> augment -> scale to [-1, 1]
--> batch -> prefetch.
+"""The trainer's input path: records -> shard -> shuffle -> random aligned crop -> augment -> (realistic LR
+from HR) -> scale to [-1, 1] -> batch -> prefetch.
 
-Each epoch's order, crops and augmentation are a pure function of (seed, epoch, position), so a run that
-resumes mid-epoch can skip exactly the batches it has already trained on.
+Each epoch's order, crops, augmentation and degradations are a pure function of (seed, epoch, position),
+so a run that resumes mid-epoch can skip exactly the batches it has already trained on.
 """
 
 from __future__ import annotations
@@ -14,26 +14,28 @@ from components.models import to_unit
 
 
 def element_seed(seed: int, epoch: int, position, stream: int):
-    """The stateless seed of one element's draws of one kind (`stream`: crop, augment, ...), from
+    """The stateless seed of one element's draws of one kind (`stream`: crop, augment, degrade), from
     (seed, epoch, position): a resumed run draws exactly what it would have."""
     base = tf.stack([tf.cast(seed * 100_003 + epoch, tf.int64), tf.cast(position, tf.int64)])
     return base if stream == AUGMENT_STREAM else tf.random.experimental.stateless_fold_in(base, stream)
 
 
-AUGMENT_STREAM, CROP_STREAM = 0, 1  # augment's seed predates the streams: it stays the bare (seed, epoch, i)
+AUGMENT_STREAM, CROP_STREAM, DEGRADE_STREAM = 0, 1, 2  # augment's seed predates the streams: the bare (seed, epoch, i)
 
 
 def random_aligned_crop(example, crop_size: int, scale: int, seed):
-    """An HR crop of `crop_size` at a random position on the scale grid, and the LR crop at the matching
-    position, so LR crop == degrade(HR crop) away from the borders. Records of exactly `crop_size` pass."""
-    hr, lr = example["hr"], example["lr"]
+    """An HR crop of `crop_size` at a random position on the scale grid, and the LR crop (if the example has
+    one) at the matching position, so LR crop == degrade(HR crop) away from the borders."""
+    hr = example["hr"]
     lr_crop = crop_size // scale
     seeds = tf.random.experimental.stateless_split(seed, 2)
-    y = tf.random.stateless_uniform([], seeds[0], 0, tf.shape(lr)[0] - lr_crop + 1, tf.int32)
-    x = tf.random.stateless_uniform([], seeds[1], 0, tf.shape(lr)[1] - lr_crop + 1, tf.int32)
-    lr = tf.ensure_shape(lr[y:y + lr_crop, x:x + lr_crop], [lr_crop, lr_crop, 3])
-    hr = tf.ensure_shape(hr[y * scale:y * scale + crop_size, x * scale:x * scale + crop_size], [crop_size, crop_size, 3])
-    return {**example, "hr": hr, "lr": lr}
+    y = tf.random.stateless_uniform([], seeds[0], 0, tf.shape(hr)[0] // scale - lr_crop + 1, tf.int32)
+    x = tf.random.stateless_uniform([], seeds[1], 0, tf.shape(hr)[1] // scale - lr_crop + 1, tf.int32)
+    out = {**example, "hr": tf.ensure_shape(hr[y * scale:y * scale + crop_size, x * scale:x * scale + crop_size],
+                                            [crop_size, crop_size, 3])}
+    if "lr" in example:
+        out["lr"] = tf.ensure_shape(example["lr"][y:y + lr_crop, x:x + lr_crop], [lr_crop, lr_crop, 3])
+    return out
 
 
 def center_aligned_crop(example, crop_size: int, scale: int):
@@ -46,30 +48,32 @@ def center_aligned_crop(example, crop_size: int, scale: int):
             "lr": tf.ensure_shape(lr[y:y + lr_crop, x:x + lr_crop], [lr_crop, lr_crop, 3])}
 
 
-def augment(example, seed):
-    """Random left-right flip and small colour jitter, the same draw applied to HR and LR."""
-    hr = tf.image.convert_image_dtype(example["hr"], tf.float32)
-    lr = tf.image.convert_image_dtype(example["lr"], tf.float32)
+def augment(images: dict, seed) -> dict:
+    """Random left-right flip and small colour jitter, the same draw applied to every image (float [0, 1])."""
     seeds = tf.random.experimental.stateless_split(seed, 5)
 
-    def both(fn):
-        return fn(hr), fn(lr)
-    hr, lr = both(lambda x: tf.image.stateless_random_flip_left_right(x, seeds[0]))
-    hr, lr = both(lambda x: tf.image.stateless_random_brightness(x, 0.05, seeds[1]))
-    hr, lr = both(lambda x: tf.image.stateless_random_contrast(x, 0.9, 1.1, seeds[2]))
-    hr, lr = both(lambda x: tf.image.stateless_random_saturation(x, 0.9, 1.1, seeds[3]))
-    hr, lr = both(lambda x: tf.image.stateless_random_hue(x, 0.02, seeds[4]))
-    return {"hr": tf.clip_by_value(hr, 0.0, 1.0) * 2.0 - 1.0, "lr": tf.clip_by_value(lr, 0.0, 1.0) * 2.0 - 1.0}
+    def each(fn):
+        return {k: fn(v) for k, v in images.items()}
+    images = each(lambda x: tf.image.stateless_random_flip_left_right(x, seeds[0]))
+    images = each(lambda x: tf.image.stateless_random_brightness(x, 0.05, seeds[1]))
+    images = each(lambda x: tf.image.stateless_random_contrast(x, 0.9, 1.1, seeds[2]))
+    images = each(lambda x: tf.image.stateless_random_saturation(x, 0.9, 1.1, seeds[3]))
+    images = each(lambda x: tf.image.stateless_random_hue(x, 0.02, seeds[4]))
+    return {k: tf.clip_by_value(v, 0.0, 1.0) for k, v in images.items()}
 
 
 def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, steps: int,
                  skip_steps: int = 0, num_shards: int = 1, shard_index: int = 0,
                  shuffle_buffer: int = 1024, augment_images: bool = True, split: str = "train",
-                 crop_size: int | None = None):
+                 crop_size: int | None = None, degradation: str = "bicubic", realistic=None):
     """`steps` batches of `batch_size` for this input pipeline (one shard of the split), minus `skip_steps`.
 
     `crop_size` (HR pixels; none: the stored size) below the stored HR size takes a random aligned crop
-    of each record per step."""
+    of each record per step. `degradation` realistic makes each LR from the (cropped, augmented) HR with
+    `realistic` (a config.RealisticDegradation; default: Real-ESRGAN's settings); the stored LR is not read."""
+    from components.config import RealisticDegradation
+    from components.degradation import realistic_degrade
+
     info = dataset.cached_info(dataset_uri)
     scale = info["preprocess"]["scale"]
     stored = dataset.split_shapes(info, split)["hr"][0]
@@ -77,6 +81,8 @@ def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, st
     if crop_size % scale or (stored is not None and crop_size > stored):
         raise dataset.DatasetError(f"train_crop_size {crop_size} must be a multiple of the scale {scale} and at most "
                                    f"the stored HR size {stored}")
+    on_the_fly = degradation == "realistic"
+    realistic = realistic or RealisticDegradation()
     ds = dataset.read_split(dataset_uri, split, decode=False)
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
@@ -85,15 +91,23 @@ def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, st
     ds = ds.repeat()  # a shard smaller than steps x batch wraps around; every worker runs the same steps
 
     def decode(ex):
-        return {"hr": tf.io.decode_png(ex["hr"], channels=3), "lr": tf.io.decode_png(ex["lr"], channels=3)}
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).enumerate()
+        out = {"hr": tf.io.decode_png(ex["hr"], channels=3)}
+        if not on_the_fly:
+            out["lr"] = tf.io.decode_png(ex["lr"], channels=3)
+        return out
 
     def prepare(i, ex):
         if crop_size != stored:
             ex = random_aligned_crop(ex, crop_size, scale, element_seed(seed, epoch, i, CROP_STREAM))
+        if not augment_images and not on_the_fly:
+            return {"hr": to_unit(ex["hr"]), "lr": to_unit(ex["lr"])}
+        images = {k: tf.image.convert_image_dtype(v, tf.float32) for k, v in ex.items()}
         if augment_images:
-            return augment(ex, element_seed(seed, epoch, i, AUGMENT_STREAM))
-        return {"hr": to_unit(ex["hr"]), "lr": to_unit(ex["lr"])}
+            images = augment(images, element_seed(seed, epoch, i, AUGMENT_STREAM))
+        if on_the_fly:
+            images["lr"] = realistic_degrade(images["hr"], element_seed(seed, epoch, i, DEGRADE_STREAM), realistic, scale)
+        return {k: v * 2.0 - 1.0 for k, v in images.items()}
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).enumerate()
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True).take(steps).skip(skip_steps)
     options = tf.data.Options()

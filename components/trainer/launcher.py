@@ -96,6 +96,8 @@ def run(cfg: Config) -> dict:
         "dataset_id": cfg.dataset_id,
         "dataset_uri": dataset.dataset_uri(cfg.artifact_root, cfg.dataset_id),
         "config": dataclasses.asdict(t),
+        **({"realistic_degradation": dataclasses.asdict(cfg.realistic_degradation)}
+           if t.degradation == "realistic" else {}),
         "schedule": schedule.to_dict(),
         "vgg_features": ("imagenet" if vgg_weights == "imagenet" else "random (untrained)" if vgg_weights is None
                          and t.content_loss.startswith("vgg") and gan > 0 else vgg_weights or "unused"),
@@ -130,7 +132,8 @@ def run(cfg: Config) -> dict:
     trainer = TensorflowTrainer(
         train_loop_per_worker,
         train_loop_config={"train": dataclasses.asdict(t), "dataset_uri": record["dataset_uri"], "run_uri": out,
-                           "schedule": schedule.to_dict(), "vgg_weights_resolved": vgg_weights},
+                           "schedule": schedule.to_dict(), "vgg_weights_resolved": vgg_weights,
+                           "realistic_degradation": dataclasses.asdict(cfg.realistic_degradation)},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": t.cpus_per_worker,
                                                            **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}),

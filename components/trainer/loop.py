@@ -167,6 +167,8 @@ class WorkerLoop:
         self.schedule = Schedule(**config["schedule"])
         self.dataset_uri, self.run_uri = config["dataset_uri"], config["run_uri"]
         self.vgg_weights = config.get("vgg_weights_resolved")
+        from components.config import RealisticDegradation
+        self.realistic = RealisticDegradation(**config["realistic_degradation"])
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.step, self.metrics = 0, {}
@@ -288,7 +290,7 @@ class WorkerLoop:
                 self.dataset_uri, batch_size=ictx.get_per_replica_batch_size(cfg.global_batch_size), epoch=epoch,
                 seed=cfg.seed, steps=per_epoch, skip_steps=in_epoch, num_shards=ictx.num_input_pipelines,
                 shard_index=ictx.input_pipeline_id, shuffle_buffer=cfg.shuffle_buffer, augment_images=cfg.augment,
-                crop_size=self.crop_size)
+                crop_size=self.crop_size, degradation=cfg.degradation, realistic=self.realistic)
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def _after_step(self, phase: str, applied: bool) -> None:
