@@ -196,3 +196,13 @@ def test_eval_photos_whole_with_mixed_sizes_and_no_leakage(patch_dataset, patch_
         np.testing.assert_array_equal(rec["hr"], photo(patch_photos, name)[top:top + h, left:left + w])
         assert rec["lr"].shape == (h // 4, w // 4, 3)
         np.testing.assert_array_equal(rec["lr"], degrade(rec["hr"]).numpy())
+
+
+def test_only_flat_photos_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(make_photo(100, 120, "flat", 0)).save(tmp_path / "in" / "sky.png")
+    out = run_cli(capsys, "preprocess", "--input", str(tmp_path / "in"), "--artifact-root", str(tmp_path / "art"),
+                  "--crop-mode", "patches", "--patch-size", "64", "--eval-fraction", "0")
+    assert out.returncode == 2 and "no training patch: the 1 train photos gave 4 patches, all flat" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not list((tmp_path / "art").glob("datasets/*/dataset.json"))
