@@ -34,6 +34,14 @@ class PreprocessConfig:
     eval_count: Optional[int] = None  # if set: exactly the N inputs with the lowest hashes go to eval
     num_shards: int = 0             # TFRecord shards per split; 0 lets the runner decide
     image_extensions: str = ".jpg,.jpeg,.png,.webp,.bmp,.gif"  # case-insensitive
+    # center: the one crop above per photo (the reference). patches: every TRAIN photo at full resolution
+    # (resize_short_side and crop_size unused) is cut into patch_size squares; EVAL photos are stored whole.
+    crop_mode: str = "center"
+    patch_size: int = 192           # larger than the trainer's 128 crop, so its random crops have room
+    patch_stride: int = 96          # half the patch, as BasicSR's sub-images (480 at 240)
+    min_patch_detail: float = 1.0   # mean |gray-level gradient| (0-255 units) below which a patch is flat: skipped
+    max_patches_per_image: Optional[int] = None  # if set: at most this many per photo, evenly spaced
+    max_eval_pixels: int = 1048576  # eval photo larger than this (width x height): center-cropped to fit
 
 
 @dataclass

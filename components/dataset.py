@@ -1,7 +1,9 @@
 """The dataset artifact: its layout, its record format, and the reader every consumer uses.
 
 <artifact-root>/datasets/<dataset-id>/
-    train-*.tfrecord.gz, eval-*.tfrecord.gz   tf.Example records: hr, lr (PNG bytes), source
+    train-*.tfrecord.gz, eval-*.tfrecord.gz   tf.Example records: hr, lr (PNG bytes), source; crop_mode
+                                              patches adds patch_top, patch_left (int64: the HR's place in
+                                              the source photo)
     transform_fn/, transformed_metadata/      the tensorflow-transform graph and its output schema
     rejected.jsonl                            one line per input that could not become a crop
     dataset.json                              written last: the commit marker
@@ -17,7 +19,8 @@ from components.errors import UserError
 
 MARKER = "dataset.json"
 SPLITS = ("train", "eval")
-RECORD_FEATURES = ("hr", "lr", "source")   # what a record holds; the transform graph may compute more
+RECORD_FEATURES = ("hr", "lr", "source")   # what every record holds; the transform graph may compute more
+POSITION_FEATURES = ("patch_top", "patch_left")  # patches mode only: dataset.json's record_features lists them
 ENCODING = "png"
 DATASET_ID_RE = re.compile(r"^ds-[0-9a-f]{16}$")
 
@@ -44,7 +47,9 @@ def shard_pattern(split: str) -> str:
     return f"{split}-*.tfrecord.gz"
 
 
-def make_example(hr_png: bytes, lr_png: bytes, source: str | bytes) -> bytes:
+def make_example(hr_png: bytes, lr_png: bytes, source: str | bytes,
+                 position: tuple[int, int] | None = None) -> bytes:
+    """A record; `position` (top, left) only for patches-mode datasets (center records stay as they were)."""
     import tensorflow as tf
 
     if isinstance(source, str):
@@ -52,8 +57,19 @@ def make_example(hr_png: bytes, lr_png: bytes, source: str | bytes) -> bytes:
 
     def b(v):
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
-    return tf.train.Example(features=tf.train.Features(
-        feature={"hr": b(hr_png), "lr": b(lr_png), "source": b(source)})).SerializeToString()
+    feature = {"hr": b(hr_png), "lr": b(lr_png), "source": b(source)}
+    if position is not None:
+        feature.update({name: tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+                        for name, v in zip(POSITION_FEATURES, position)})
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def split_shapes(info: dict, split: str) -> dict:
+    """{"hr": [H, W, 3], "lr": [h, w, 3]} of a split's records; None for a size that varies per record
+    (eval photos of a patches dataset). Datasets without `eval_shapes` have one shape for both splits."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
+    return info.get(f"{split}_shapes") or info["shapes"]
 
 
 # Per process: a committed dataset never changes (publish refuses to overwrite a committed one), so
@@ -73,14 +89,6 @@ def cached_info(uri: str) -> dict:
     return _opened(uri)["info"]
 
 
-def split_shapes(info: dict, split: str) -> dict:
-    """{'hr': [H, W, 3], 'lr': [h, w, 3]} of a split's records; None dims where sizes vary (the whole eval
-    photos of a `patches` dataset). Datasets without `eval_shapes` have one shape for both splits."""
-    if split == "eval" and info.get("eval_shapes"):
-        return info["eval_shapes"]
-    return info["shapes"]
-
-
 def feature_spec(uri: str) -> dict:
     """The record parse spec, from the transform output's transformed_feature_spec().
 
@@ -96,10 +104,11 @@ def feature_spec(uri: str) -> dict:
             metadata = storage.join(uri, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR)
             output_dir = os.path.dirname(storage.stage_in(metadata))  # <key>/transformed_metadata/
         spec = tft.TFTransformOutput(output_dir).transformed_feature_spec()
-        missing = [k for k in RECORD_FEATURES if k not in spec]
+        wanted = opened["info"].get("record_features", RECORD_FEATURES)
+        missing = [k for k in wanted if k not in spec]
         if missing:
             raise DatasetError(f"{uri}: transform output lacks record features {missing}")
-        opened["spec"] = {k: spec[k] for k in RECORD_FEATURES}
+        opened["spec"] = {k: spec[k] for k in wanted}
     return opened["spec"]
 
 
@@ -121,7 +130,9 @@ def split_files(uri: str, split: str) -> list[str]:
 
 
 def read_split(uri: str, split: str, decode: bool = True):
-    """tf.data.Dataset of {'hr': uint8 [H,W,3], 'lr': uint8 [h,w,3], 'source': string} (unbatched).
+    """tf.data.Dataset of {'hr': uint8 [H,W,3], 'lr': uint8 [h,w,3], 'source': string} (unbatched), plus
+    'patch_top', 'patch_left' (int64) for patches datasets. H, W are None where records differ in size
+    (`split_shapes`): such records cannot be batched as they are.
 
     Parsing uses the dataset's own transformed feature spec; `decode=False` keeps the PNG bytes.
     """

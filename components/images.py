@@ -1,4 +1,4 @@
-"""Decoding any image file into 8-bit RGB, and the training crop.
+"""Decoding any image file into 8-bit RGB, the training crop, and the patch grid.
 
 Bad input raises `ImageRejected` with a machine-readable reason; callers quarantine it.
 """
@@ -110,6 +110,55 @@ def training_crop(rgb: np.ndarray, crop_size: int, resize_short_side: int) -> np
         h, w = new_h, new_w
     top, left = (h - crop_size) // 2, (w - crop_size) // 2
     return np.ascontiguousarray(rgb[top:top + crop_size, left:left + crop_size])
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    """Patch starts along one axis: every `stride` from 0, plus one aligned to the far border when the
+    stride does not land there (so every pixel is covered); none when `length < size`."""
+    if length < size:
+        return []
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
+
+
+def patch_grid(h: int, w: int, size: int, stride: int) -> list[tuple[int, int]]:
+    """(top, left) of every `size` square patch of an h x w image, row by row. Starts go every `stride`
+    pixels; the last row and column of patches are aligned to the bottom and right borders, so they may
+    overlap their neighbours by more than the others do. Empty when the image is smaller than `size`."""
+    return [(top, left) for top in _starts(h, size, stride) for left in _starts(w, size, stride)]
+
+
+def patch_detail(patch: np.ndarray) -> float:
+    """Mean absolute gray-level gradient (0-255 units): about 0 on sky or a studio backdrop, 5-30 on texture."""
+    gray = patch.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return float((np.abs(np.diff(gray, axis=0)).mean() + np.abs(np.diff(gray, axis=1)).mean()) / 2)
+
+
+def select_evenly(n: int, k: int | None) -> list[int]:
+    """Indices of at most `k` of `n` items, evenly spaced and always the same for the same (n, k)."""
+    if k is None or n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+
+
+def check_min_side(rgb: np.ndarray, size: int) -> None:
+    h, w = rgb.shape[:2]
+    if min(h, w) < size:
+        raise ImageRejected(TOO_SMALL, f"{w}x{h} is smaller than the {size}x{size} patch")
+
+
+def eval_region(h: int, w: int, scale: int, max_pixels: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of what an eval photo keeps: the whole photo with each side cut down to a
+    multiple of `scale`; if that is over `max_pixels`, both sides shrink by the same factor (to multiples of
+    `scale`), i.e. the largest centered crop of the photo's aspect ratio that fits. Centered in both cases."""
+    th, tw = h - h % scale, w - w % scale
+    if th * tw > max_pixels:
+        factor = (max_pixels / (th * tw)) ** 0.5
+        th = max(scale, int(th * factor) // scale * scale)
+        tw = max(scale, int(tw * factor) // scale * scale)
+    return (h - th) // 2, (w - tw) // 2, th, tw
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -10,7 +10,8 @@ import sys
 from components import cli, config
 
 KEYS = ["artifact_root", "input", "force", "crop_size", "scale", "resize_short_side", "eval_fraction",
-        "eval_count", "num_shards", "image_extensions"]
+        "eval_count", "num_shards", "image_extensions", "crop_mode", "patch_size", "patch_stride",
+        "min_patch_detail", "max_patches_per_image", "max_eval_pixels"]
 
 
 def build_parser():
@@ -28,7 +29,7 @@ def main(argv=None):
     from components import preprocess
     info = preprocess.run(cfg, beam_args)
     from components.dataset import dataset_uri
-    print(f"dataset {info['dataset_id']}: {info['num_train']} train, {info['num_eval']} eval, "
+    print(f"dataset {info['dataset_id']}: {info['num_train']} train records, {info['num_eval']} eval, "
           f"{info['num_rejected']} rejected -> {dataset_uri(cfg.artifact_root, info['dataset_id'])}")
 
 

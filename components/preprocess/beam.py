@@ -1,8 +1,10 @@
-"""The preprocess component (examples+transform): raw images -> validated 128/32 TFRecord pairs, as a Beam job.
+"""The preprocess component (examples+transform): raw images -> validated HR/LR TFRecord pairs, as a Beam job.
 
 Flow: list inputs and fingerprint them (the dataset id) -> skip if that dataset is committed ->
 Beam: read + decode + crop each file (rejects go to rejected.jsonl) -> tensorflow-transform
 (analyze the train split, transform both) -> gzip TFRecord shards -> dataset.json written last.
+crop_mode `center` keeps one 128/32 crop per photo; `patches` cuts train photos into full-resolution
+patches and keeps eval photos whole (see `CutPatches`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import uuid
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from components import dataset, images, provenance, storage
@@ -29,11 +32,16 @@ from components.errors import UserError
 
 log = logging.getLogger("preprocess")
 FORMAT_VERSION = 1
-# Images per tf.Transform batch. Fixed: Beam's adaptive batching grows batches to 1,000 crops, and the
-# analysis holds each batch as float32 pixels (1,000 x 128 x 128 x 3 x 4 bytes = 197 MB, a few copies).
-TFT_BATCH_SIZE = 100
-# Config keys that change the records; num_shards does not (same records, other files).
+# Pixels per tf.Transform batch: 100 crops of 128 px. Fixed: Beam's adaptive batching grows batches to
+# 1,000 crops, and the analysis holds each batch as float32 pixels (1,000 x 128 x 128 x 3 x 4 bytes =
+# 197 MB, a few copies). Larger images go in fewer per batch (an eval photo of 1 Mpx: one).
+TFT_BATCH_PIXELS = 100 * 128 * 128
+CROP_MODES = ("center", "patches")
+# Config keys that change the records; num_shards does not (same records, other files). Center mode's
+# list is the one its dataset ids were always made from; the patch keys enter only in patches mode.
 FINGERPRINT_KEYS = ("crop_size", "scale", "resize_short_side", "eval_fraction", "eval_count", "image_extensions")
+PATCH_FINGERPRINT_KEYS = ("crop_mode", "patch_size", "patch_stride", "min_patch_detail", "max_patches_per_image",
+                          "max_eval_pixels", "scale", "eval_fraction", "eval_count", "image_extensions")
 
 
 class PreprocessError(UserError):
@@ -69,6 +77,29 @@ def check_split_config(cfg: PreprocessConfig) -> None:
         raise PreprocessError(f"eval_count must be >= 0, got {cfg.eval_count}")
     if not 0.0 <= cfg.eval_fraction < 1.0:
         raise PreprocessError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
+
+
+def check_crop_config(cfg: PreprocessConfig) -> None:
+    """The keys of the chosen crop_mode only: patch keys do not bother a center-mode user, nor the reverse."""
+    if cfg.scale <= 0:
+        raise PreprocessError(f"scale must be > 0, got {cfg.scale}")
+    if cfg.crop_mode not in CROP_MODES:
+        raise PreprocessError(f"crop_mode must be one of {', '.join(CROP_MODES)}, got {cfg.crop_mode!r}")
+    if cfg.crop_mode == "center":
+        if cfg.crop_size % cfg.scale:
+            raise PreprocessError(f"crop_size {cfg.crop_size} is not a multiple of scale {cfg.scale}")
+        return
+    if cfg.patch_size <= 0 or cfg.patch_size % cfg.scale:
+        raise PreprocessError(f"patch_size must be a positive multiple of scale {cfg.scale}, got {cfg.patch_size}")
+    if cfg.patch_stride <= 0:
+        raise PreprocessError(f"patch_stride must be > 0, got {cfg.patch_stride}")
+    if cfg.min_patch_detail < 0:
+        raise PreprocessError(f"min_patch_detail must be >= 0, got {cfg.min_patch_detail}")
+    if cfg.max_patches_per_image is not None and cfg.max_patches_per_image < 1:
+        raise PreprocessError(f"max_patches_per_image must be >= 1 (or unset: no cap), got {cfg.max_patches_per_image}")
+    if cfg.max_eval_pixels < cfg.patch_size ** 2:
+        raise PreprocessError(f"max_eval_pixels must be at least patch_size^2 = {cfg.patch_size ** 2}, "
+                              f"got {cfg.max_eval_pixels}")
 
 
 def eval_by_count(relpaths: list[str], count: int) -> set[str]:
@@ -112,7 +143,8 @@ def dataset_id_for(files: list[InputFile], cfg: PreprocessConfig) -> str:
     """Fingerprint of the input bytes (md5 per relative path) and the record-shaping config only."""
     payload = {
         "format_version": FORMAT_VERSION,
-        "config": {k: getattr(cfg, k) for k in FINGERPRINT_KEYS},
+        "config": {k: getattr(cfg, k) for k in (PATCH_FINGERPRINT_KEYS if cfg.crop_mode == "patches"
+                                                else FINGERPRINT_KEYS)},
         "files": sorted((f.relpath, f.md5) for f in files),
     }
     return "ds-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -164,13 +196,13 @@ class Progress:
 
 
 class DecodeAndCrop(beam.DoFn):
-    """(uri, relpath) -> main output (relpath, uri, crop bytes) or a 'rejected' JSON line."""
+    """(uri, relpath) -> main output (relpath, uri, pixels) or a 'rejected' JSON line. The pixels are the
+    center crop, or in patches mode the whole photo (cut later, once its split is known)."""
 
     REJECTED = "rejected"
 
-    def __init__(self, crop_size: int, resize_short_side: int, total: int = 0):
-        self.crop_size = crop_size
-        self.resize_short_side = resize_short_side
+    def __init__(self, cfg: PreprocessConfig, total: int = 0):
+        self.cfg = cfg
         self.total = total
         self.accepted = Metrics.counter("preprocess", "accepted")
         self.rejected = {r: Metrics.counter("preprocess", f"rejected_{r}") for r in images.REASONS}
@@ -186,14 +218,20 @@ class DecodeAndCrop(beam.DoFn):
                 data = storage.read_bytes(uri)
             except storage.StorageError as exc:
                 raise images.ImageRejected(images.READ_ERROR, str(exc)) from None
-            crop = images.training_crop(images.decode_rgb(data), self.crop_size, self.resize_short_side)
+            crop = self._cut(images.decode_rgb(data))
         except images.ImageRejected as exc:
             self.rejected[exc.reason].inc()
             yield beam.pvalue.TaggedOutput(self.REJECTED, json.dumps(
                 {"source": uri, "reason": exc.reason, "details": exc.details}, sort_keys=True))
             return
         self.accepted.inc()
-        yield relpath, uri, crop.tobytes()
+        yield relpath, uri, crop
+
+    def _cut(self, rgb):
+        if self.cfg.crop_mode == "patches":
+            images.check_min_side(rgb, self.cfg.patch_size)
+            return rgb
+        return images.training_crop(rgb, self.cfg.crop_size, self.cfg.resize_short_side)
 
     def finish_bundle(self):
         self._progress.log(self.total, final=self._progress.count >= self.total)
@@ -225,32 +263,44 @@ class CountProgress(beam.DoFn):
             self._progress.log(self._total, final=self._progress.count >= self._total)
 
 
+_SPILL_HEADER = struct.Struct("<IIII")  # relpath length, uri length, height, width
+
+
 def pack_crop(element) -> bytes:
-    """(relpath, uri, crop bytes) -> one spill record: two lengths, the two strings, the pixels."""
-    relpath, uri, crop = element
+    """(relpath, uri, uint8 [h, w, 3]) -> one spill record: the header, the two strings, the pixels."""
+    relpath, uri, pixels = element
     rel, src = relpath.encode("utf-8"), uri.encode("utf-8")
-    return struct.pack("<II", len(rel), len(src)) + rel + src + crop
+    return _SPILL_HEADER.pack(len(rel), len(src), *pixels.shape[:2]) + rel + src + pixels.tobytes()
 
 
 def unpack_crop(record: bytes) -> tuple[str, dict]:
     """A spill record -> (relpath, the raw example the preprocessing_fn takes)."""
-    n_rel, n_src = struct.unpack_from("<II", record)
-    rel = record[8:8 + n_rel].decode("utf-8")
-    src = record[8 + n_rel:8 + n_rel + n_src]
-    return rel, {"hr_raw": record[8 + n_rel + n_src:], "source": src}
+    n_rel, n_src, height, width = _SPILL_HEADER.unpack_from(record)
+    start = _SPILL_HEADER.size
+    rel = record[start:start + n_rel].decode("utf-8")
+    src = record[start + n_rel:start + n_rel + n_src]
+    return rel, {"hr_raw": record[start + n_rel + n_src:], "height": height, "width": width, "source": src}
 
 
 def serialize_raw(raw: dict) -> bytes:
-    """A raw example (RAW_FEATURE_SPEC) as a serialized tf.Example, in a new message each time."""
+    """A raw example (raw_feature_spec: bytes and ints) as a serialized tf.Example, in a new message each time."""
     import tensorflow as tf
 
-    return tf.train.Example(features=tf.train.Features(feature={
-        name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw[name]])) for name in ("hr_raw", "source")
-    })).SerializeToString()
+    def feature(value):
+        if isinstance(value, bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    return tf.train.Example(features=tf.train.Features(
+        feature={name: feature(value) for name, value in raw.items()})).SerializeToString()
 
 
 def _to_example(instance: dict) -> bytes:
-    return dataset.make_example(instance["hr"], instance["lr"], instance["source"])
+    position = tuple(int(instance[k]) for k in dataset.POSITION_FEATURES) if "patch_top" in instance else None
+    return dataset.make_example(instance["hr"], instance["lr"], instance["source"], position)
+
+
+def _batch_size(pixels_per_image: int) -> int:
+    return max(1, TFT_BATCH_PIXELS // pixels_per_image)
 
 
 def _jsonl(lines: list[str]) -> str:
@@ -269,6 +319,53 @@ class AssignSplit(beam.DoFn):
         yield split_of(element[0], self.cfg, eval_paths), element[1]
 
 
+class CutPatches(beam.DoFn):
+    """Patches mode, after the split: (split, raw photo) -> (split, raw example) per record.
+
+    A train photo gives its `patch_grid` patches (edges: the last row and column aligned to the border)
+    minus the flat ones (`min_patch_detail`), at most `max_patches_per_image` of them, evenly spaced; its
+    tally (kept, flat, over the cap) goes to the 'tally' output. An eval photo gives one record: the photo
+    whole, or its centered `eval_region` (sides cut to multiples of the scale, within max_eval_pixels).
+    Each record carries its top-left position in the photo.
+    """
+
+    TALLY = "tally"
+
+    def __init__(self, cfg: PreprocessConfig):
+        self.cfg = cfg
+
+    def process(self, element):
+        split, raw = element
+        photo = np.frombuffer(raw["hr_raw"], np.uint8).reshape(raw["height"], raw["width"], 3)
+        if split == "eval":
+            top, left, h, w = images.eval_region(*photo.shape[:2], self.cfg.scale, self.cfg.max_eval_pixels)
+            yield split, _raw_region(photo, raw["source"], top, left, h, w)
+            return
+        size = self.cfg.patch_size
+        grid = images.patch_grid(*photo.shape[:2], size, self.cfg.patch_stride)
+        detailed = [(t, l) for t, l in grid
+                    if images.patch_detail(photo[t:t + size, l:l + size]) >= self.cfg.min_patch_detail]
+        kept = [detailed[i] for i in images.select_evenly(len(detailed), self.cfg.max_patches_per_image)]
+        for top, left in kept:
+            yield split, _raw_region(photo, raw["source"], top, left, size, size)
+        yield beam.pvalue.TaggedOutput(self.TALLY, (len(kept), len(grid) - len(detailed), len(detailed) - len(kept)))
+
+
+def _raw_region(photo, source: bytes, top: int, left: int, h: int, w: int) -> dict:
+    return {"hr_raw": np.ascontiguousarray(photo[top:top + h, left:left + w]).tobytes(), "height": h, "width": w,
+            "source": source, "patch_top": top, "patch_left": left}
+
+
+PATCH_TALLY = ("kept", "skipped_flat", "skipped_over_cap")
+
+
+def _add_tallies(tallies) -> tuple[int, int, int]:
+    total = (0, 0, 0)
+    for tally in tallies:
+        total = tuple(a + b for a, b in zip(total, tally))
+    return total
+
+
 def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConfig,
                    out_dir: str, work_dir: str) -> None:
     """Three passes, so that no stage boundary holds the images themselves (see BENCHMARKS.md, issue 11):
@@ -281,31 +378,41 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     tf.Transform needs the analysis result before it can transform, so a one-pass pipeline makes the
     runner keep every decoded crop between the two (the DirectRunner keeps it in memory). Here what
     crosses a stage boundary is file lists, paths, counts and the eval set (at most eval_count paths).
+
+    In patches mode the spill holds each accepted photo whole (decoded, at full resolution: its own
+    pixel count x 3 bytes, less than its overlapping patches would take), because with eval_count the
+    split is known only once every file is validated. Passes 2 and 3 each cut the photos they read back
+    (`CutPatches`: numpy slicing, cheap next to decoding), so still only one photo's pixels at a time is
+    held outside tf.Transform's batches; pass 3's tally gives the patch counts.
     """
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import schema_utils
     from tfx_bsl.tfxio import tf_example_record
 
-    from components.preprocess.transform import RAW_FEATURE_SPEC, make_preprocessing_fn
+    from components.preprocess.transform import make_preprocessing_fn, raw_feature_spec
 
+    patches = cfg.crop_mode == "patches"
     # tf.Transform is fed Arrow record batches decoded from serialized tf.Examples we make, not instance
     # dicts: for instance dicts it encodes every element into one cached tf.train.Example, and with the
     # upb protobuf runtime the replaced bytes stay in that message's arena until the end of the job, i.e.
     # every crop (49 KB) stays in memory, once for the analysis and once for the transform.
     tfxio = tf_example_record.TFExampleBeamRecord(
         physical_format="inmem", telemetry_descriptors=["srgan-preprocess"],
-        schema=schema_utils.schema_from_feature_spec(RAW_FEATURE_SPEC))
+        schema=schema_utils.schema_from_feature_spec(raw_feature_spec(positions=patches)))
     adapter_config = tfxio.TensorAdapterConfig()
+    train_pixels = cfg.patch_size ** 2 if patches else cfg.crop_size ** 2
+    batch_sizes = {"train": _batch_size(train_pixels),
+                   "eval": _batch_size(cfg.max_eval_pixels if patches else train_pixels)}
 
-    def as_record_batches(pcoll, label: str):
+    def as_record_batches(pcoll, label: str, split: str):
         return (pcoll | f"{label}Serialize" >> beam.Map(serialize_raw)
-                | f"{label}RecordBatches" >> tfxio.BeamSource(batch_size=TFT_BATCH_SIZE))
+                | f"{label}RecordBatches" >> tfxio.BeamSource(batch_size=batch_sizes[split]))
     run = uuid.uuid4().hex  # progress counters are per job run
     decoded = (
         p
         | "ListInputs" >> beam.Create([(f.uri, f.relpath) for f in files])
         | "Distribute" >> beam.Reshuffle()
-        | "DecodeAndCrop" >> beam.ParDo(DecodeAndCrop(cfg.crop_size, cfg.resize_short_side, len(files)))
+        | "DecodeAndCrop" >> beam.ParDo(DecodeAndCrop(cfg, len(files)))
         .with_outputs(DecodeAndCrop.REJECTED, main="accepted"))
     spill_files = (
         decoded.accepted
@@ -331,27 +438,43 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     counts_side = beam.pvalue.AsSingleton(counts)
 
     def read_back(label: str):
-        """The accepted crops, read again from the spill: (split, raw example)."""
+        """The accepted crops (photos in patches mode), read again from the spill: (split, raw example)."""
         return (spill_files
                 | f"{label}ReadSpill" >> beam.io.ReadAllFromTFRecord(
                     compression_type=beam.io.filesystem.CompressionTypes.UNCOMPRESSED)
                 | f"{label}Unpack" >> beam.Map(unpack_crop)
                 | f"{label}Split" >> beam.ParDo(AssignSplit(cfg), **eval_side))
 
+    def cut(pcoll, label: str):
+        """Patches mode: (split, photo) -> (split, record); the tally goes to the second value."""
+        out = pcoll | f"{label}Cut" >> beam.ParDo(CutPatches(cfg)).with_outputs(CutPatches.TALLY, main="records")
+        return out.records, out[CutPatches.TALLY]
+
     def select(pcoll, label: str, split: str):
         return (pcoll | f"{label}Select{split}" >> beam.Filter(lambda kv, s=split: kv[0] == s)
                 | f"{label}Drop{split}Key" >> beam.Values())
 
-    analyze_input = (select(read_back("Analyze"), "Analyze", "train")
+    analyze_input = (read_back("Analyze")
+                     | "AnalyzeTrainOnly" >> beam.Filter(lambda kv: kv[0] == "train")
                      | "AnalyzeProgress" >> beam.ParDo(CountProgress("analyze", ("train",), run), counts_side))
-    to_transform = read_back("Transform")
+    to_transform = (read_back("Transform")
+                    | "TransformProgress" >> beam.ParDo(CountProgress("transform+write", dataset.SPLITS, run),
+                                                       counts_side))
+    if patches:
+        analyze_input, _ = cut(analyze_input, "Analyze")
+        to_transform, tally = cut(to_transform, "Transform")
+        _ = (tally
+             | "AddTallies" >> beam.CombineGlobally(_add_tallies)
+             | "FormatTally" >> beam.Map(lambda t: json.dumps(dict(zip(PATCH_TALLY, t)), sort_keys=True))
+             | "WriteTally" >> beam.io.WriteToText(os.path.join(work_dir, "patches.json"), shard_name_template=""))
     raw = {split: select(to_transform, "Transform", split) for split in dataset.SPLITS}
 
     with tft_beam.Context(temp_dir=os.path.join(work_dir, "tft"), force_tf_compat_v1=False):
-        transform_fn = ((as_record_batches(analyze_input, "Analyze"), adapter_config)
-                        | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(cfg.crop_size, cfg.scale)))
+        transform_fn = ((as_record_batches(analyze_input | "AnalyzeDropKey" >> beam.Values(), "Analyze", "train"),
+                         adapter_config)
+                        | "AnalyzeTrain" >> tft_beam.AnalyzeDataset(make_preprocessing_fn(cfg.scale, patches)))
         transformed = {
-            split: (((as_record_batches(raw[split], f"Transform{split}"), adapter_config), transform_fn)
+            split: (((as_record_batches(raw[split], f"Transform{split}", split), adapter_config), transform_fn)
                     | f"Transform{split.capitalize()}" >> tft_beam.TransformDataset(output_record_batches=False))[0]
             for split in dataset.SPLITS}
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(out_dir)
@@ -359,7 +482,6 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
     for split, data in transformed.items():
         _ = (data
              | f"Encode{split}" >> beam.Map(_to_example)
-             | f"Progress{split}" >> beam.ParDo(CountProgress("transform+write", dataset.SPLITS, run), counts_side)
              | f"Write{split}" >> beam.io.WriteToTFRecord(
                  os.path.join(out_dir, split), file_name_suffix=".tfrecord.gz",
                  num_shards=cfg.num_shards, compression_type=beam.io.filesystem.CompressionTypes.GZIP))
@@ -377,16 +499,18 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
 
 # ----------------------------------------------------------------------------- the job
 
-def _statistics(out_dir: str, crop_size: int) -> dict:
+def _statistics(out_dir: str, cfg: PreprocessConfig) -> dict:
     """Read the analyzers' results back out of the transform graph (they are constants in it)."""
-    import numpy as np
     import tensorflow as tf
     import tensorflow_transform as tft
 
-    from components.preprocess.transform import STATS_PREFIX
+    from components.preprocess.transform import STATS_PREFIX, raw_feature_spec
 
     tft_out = tft.TFTransformOutput(out_dir)
-    dummy = {"hr_raw": tf.constant([bytes(crop_size * crop_size * 3)]), "source": tf.constant([b""])}
+    side = cfg.scale  # the smallest image the graph takes: one LR pixel
+    dummy = {name: tf.constant([0], tf.int64) for name in raw_feature_spec(cfg.crop_mode == "patches")}
+    dummy.update(hr_raw=tf.constant([bytes(side * side * 3)]), height=tf.constant([side], tf.int64),
+                 width=tf.constant([side], tf.int64), source=tf.constant([b""]))
     outputs = tft_out.transform_raw_features(dummy, drop_unused_features=True)
     return {k[len(STATS_PREFIX):]: [round(float(v), 4) for v in np.asarray(outputs[k])[0]]
             for k in sorted(outputs) if k.startswith(STATS_PREFIX)}
@@ -420,8 +544,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         input_uri = sample_data.write_sample_images()
         log.info("no --input given: using the built-in sample (scikit-image photos, tiled) at %s", input_uri)
     pcfg = cfg.preprocess
-    if pcfg.crop_size % pcfg.scale:
-        raise PreprocessError(f"crop_size {pcfg.crop_size} is not a multiple of scale {pcfg.scale}")
+    check_crop_config(pcfg)
     check_split_config(pcfg)
     files, ignored = plan_inputs(input_uri, pcfg)
     dataset_id = dataset_id_for(files, pcfg)
@@ -446,31 +569,34 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
             result.wait_until_finish()
             counts = json.loads(_read_work_file(work_dir, "counts.json") or "{}")
             num_rejected, by_reason, first_rejected = _read_rejected(os.path.join(out_dir, "rejected.jsonl"))
-            num_train, num_eval = counts.get("train", 0), counts.get("eval", 0)
-            if num_train + num_eval + num_rejected != len(files):
-                raise PreprocessError(f"inputs lost: {len(files)} read but {num_train} train + {num_eval} eval "
-                                      f"+ {num_rejected} rejected")
-            if num_train == 0:
+            num_train_photos, num_eval = counts.get("train", 0), counts.get("eval", 0)
+            if num_train_photos + num_eval + num_rejected != len(files):
+                raise PreprocessError(f"inputs lost: {len(files)} read but {num_train_photos} train + {num_eval} "
+                                      f"eval + {num_rejected} rejected")
+            if num_train_photos == 0:
                 raise PreprocessError(f"no training image was accepted ({num_eval} went to eval, {num_rejected} "
                                       f"rejected; first rejections below)\n" + "".join(first_rejected))
+            patch_counts = _patch_counts(pcfg, work_dir, num_train_photos)
+            num_train = patch_counts.pop("kept")
             shards = {s: sorted(n for n in os.listdir(out_dir) if n.startswith(s + "-")) for s in dataset.SPLITS}
             info = {
                 "dataset_id": dataset_id,
                 "format_version": FORMAT_VERSION,
                 "input": storage.normalize(input_uri),
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "crop_mode": pcfg.crop_mode,
                 "num_train": num_train,
+                "num_train_photos": num_train_photos,
                 "num_eval": num_eval,
+                **patch_counts,
                 "num_rejected": num_rejected,
                 "num_files_read": len(files),
                 "num_ignored_files": len(ignored),
                 "rejected_by_reason": by_reason,
-                "shapes": {"hr": [pcfg.crop_size] * 2 + [3],
-                           "lr": [pcfg.crop_size // pcfg.scale] * 2 + [3]},
+                **_record_layout(pcfg),
                 "encoding": dataset.ENCODING,
-                "record_features": list(dataset.RECORD_FEATURES),
                 "statistics": {"split": "train", "units": "pixel values 0-255, per RGB channel",
-                               **_statistics(out_dir, pcfg.crop_size)},
+                               **_statistics(out_dir, pcfg)},
                 "preprocess": asdict(pcfg),
                 "shards": shards,
                 "runner": options.get_all_options().get("runner") or "DirectRunner",
@@ -487,8 +613,34 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     return info
 
 
+def _patch_counts(cfg: PreprocessConfig, work_dir: str, num_train_photos: int) -> dict:
+    """{"kept": train records, and in patches mode skipped_flat, skipped_over_cap}; a train photo in
+    center mode is one record. No train record at all is an error."""
+    if cfg.crop_mode != "patches":
+        return {"kept": num_train_photos}
+    tally = json.loads(_read_work_file(work_dir, "patches.json"))
+    if tally["kept"] == 0:
+        raise PreprocessError(f"no training patch: the {num_train_photos} train photos gave "
+                              f"{tally['skipped_flat']} patches, all flat (below min_patch_detail "
+                              f"{cfg.min_patch_detail})")
+    return tally
+
+
+def _record_layout(cfg: PreprocessConfig) -> dict:
+    """dataset.json's `shapes` (of train records), `eval_shapes` (patches mode: each photo its own size)
+    and `record_features`."""
+    side = cfg.patch_size if cfg.crop_mode == "patches" else cfg.crop_size
+    layout = {"shapes": {"hr": [side, side, 3], "lr": [side // cfg.scale] * 2 + [3]},
+              "record_features": list(dataset.RECORD_FEATURES)}
+    if cfg.crop_mode == "patches":
+        layout["eval_shapes"] = {"hr": [None, None, 3], "lr": [None, None, 3]}
+        layout["record_features"] += list(dataset.POSITION_FEATURES)
+    return layout
+
+
 def _work_dir(options, dataset_id: str) -> str:
-    """Where the spill (every accepted crop, uncompressed: ~49 KB per 128 px crop) and tf.Transform's
+    """Where the spill (every accepted crop, uncompressed: ~49 KB per 128 px crop; in patches mode every
+    accepted photo, 3 bytes per pixel) and tf.Transform's
     temporary files go. Beam's --temp_location when given (a cluster runner's workers must all reach it,
     e.g. gs://...), else a local temporary folder (DirectRunner, both modes)."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions

@@ -1,0 +1,118 @@
+"""What the data recipe buys, at a fixed step budget: prints one JSON object.
+
+    python bench/recipes.py degradation --artifact-root /tmp/srgan-recipes [--steps 1200]
+    python bench/recipes.py patches --artifact-root /tmp/srgan-recipes [--steps 1200]
+
+degradation (issue 13): ../shared/data/faces-dev, centre crops; the same SRResNet recipe trained with
+  `degradation: bicubic` (the stored clean LR) and `degradation: realistic` (Real-ESRGAN's second-order
+  pipeline on the fly); both evaluated on the clean eval split and on the same split under the evaluator's
+  fixed realistic degradation (grids/degraded-*.png of each eval folder show the same degraded faces).
+patches (issue 12): the 100 CelebA-HQ 1024 photos of faces-dev; `crop_mode: center` (each photo shrunk to
+  178 px, one 128 crop) vs `crop_mode: patches` (128 px patches at full resolution, random 128 crops per step
+  from them... patch_size = train crop here); both evaluated on the patches dataset's eval photos at FULL size
+  (LR 256 -> SR 1024); the eval photos are the same in both datasets (split by a hash of the path).
+The recipe is configs/faces-fast.yaml's generator (32 wide x 8 blocks, residual over bicubic, Adam 5e-4,
+cosine decay), pre-training only (PSNR-oriented): the comparison is about the data, not the GAN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(HERE), "shared", "data")
+RECIPE = {"generator_width": 32, "generator_blocks": 8, "residual_over_bicubic": True,
+          "pretrain_learning_rate": 5e-4, "lr_decay": "cosine", "global_batch_size": 16, "steps_per_epoch": 200}
+KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "gain_psnr_rgb", "ssim_rgb", "bicubic_ssim_rgb",
+        "gain_ssim_rgb", "niqe", "bicubic_niqe", "hr_niqe", "niqe_images")
+
+
+def _cpu_flags() -> list[str]:
+    from components.trainer.precision import cpu_flags
+
+    return sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+
+
+def _train_and_evaluate(cfg, run_id: str, eval_dataset_id: str | None = None) -> dict:
+    from components import evaluator, runs, trainer
+
+    cfg.run_id = run_id
+    started = time.time()
+    trainer.run(cfg)
+    seconds = time.time() - started
+    saved = cfg.dataset_id
+    cfg.dataset_id = eval_dataset_id or saved
+    try:
+        result = evaluator.run(cfg)
+    finally:
+        cfg.dataset_id = saved
+    out = {"run_id": run_id, "train_seconds_incl_ray_start": round(seconds, 1),
+           "clean": {k: result["eval_split"].get(k) for k in KEEP}}
+    if result.get("degraded"):
+        out["degraded"] = {k: result["degraded"].get(k) for k in KEEP}
+    out["eval_folder"] = runs.eval_uri(cfg.artifact_root, run_id)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("compare", choices=("degradation", "patches"))
+    p.add_argument("--artifact-root", default="/tmp/srgan-recipes")
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
+    args = p.parse_args(argv)
+
+    from components import preprocess
+    from components.config import Config
+    from components.logs import setup_logging
+
+    setup_logging()
+    cfg = Config(artifact_root=args.artifact_root)
+    t = cfg.train
+    for k, v in RECIPE.items():
+        setattr(t, k, v)
+    t.cpus_per_worker, t.pretrain_steps, t.gan_steps = args.cpus, args.steps, 0
+    cfg.evaluate.bless_min_gain_db = 0.0
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {_cpu_flags()}",
+              "compare": args.compare, "steps": args.steps, "recipe": RECIPE, "runs": {}}
+    if args.compare == "degradation":
+        cfg.input = os.path.join(SHARED, "faces-dev")
+        info = preprocess.run(cfg, [])
+        cfg.dataset_id = info["dataset_id"]
+        report.update(dataset_id=cfg.dataset_id, num_train=info["num_train"], num_eval=info["num_eval"])
+        for mode in ("bicubic", "realistic"):
+            t.degradation = mode
+            report["runs"][mode] = _train_and_evaluate(cfg, f"recipe-{mode}-{args.steps}-{cfg.dataset_id}")
+            print(json.dumps({mode: report["runs"][mode]["degraded"]["psnr_rgb"]}), file=sys.stderr)
+        runs_ = report["runs"]
+        report["realistic_minus_bicubic_db"] = {
+            split: round(runs_["realistic"][split]["psnr_rgb"] - runs_["bicubic"][split]["psnr_rgb"], 3)
+            for split in ("clean", "degraded")}
+    else:
+        cfg.input = os.path.join(SHARED, "faces-dev", "celebahq_1024")
+        cfg.preprocess.eval_count = 10
+        datasets = {}
+        for mode in ("patches", "center"):
+            cfg.preprocess.crop_mode = mode
+            datasets[mode] = preprocess.run(cfg, [])
+        report["datasets"] = {m: {k: i.get(k) for k in ("dataset_id", "num_train", "num_train_photos", "num_eval",
+                                                        "skipped_flat", "seconds")} for m, i in datasets.items()}
+        full_size = datasets["patches"]["dataset_id"]
+        for mode in ("center", "patches"):
+            cfg.dataset_id = datasets[mode]["dataset_id"]
+            t.train_crop_size = 128
+            report["runs"][mode] = _train_and_evaluate(cfg, f"recipe-{mode}-{args.steps}-{cfg.dataset_id}",
+                                                        eval_dataset_id=full_size)
+            print(json.dumps({mode: report["runs"][mode]["clean"]["gain_psnr_rgb"]}), file=sys.stderr)
+        report["patches_minus_center_gain_db"] = round(report["runs"]["patches"]["clean"]["gain_psnr_rgb"]
+                                                       - report["runs"]["center"]["clean"]["gain_psnr_rgb"], 3)
+    print(json.dumps(report, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
