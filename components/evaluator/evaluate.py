@@ -188,9 +188,10 @@ def bless_perceptual(candidate: dict, baseline: dict | None, baseline_version: i
         f"{drop:.3f} dB lower; allowed up to {max_psnr_drop_db:.3f} dB"]
 
 
-def _perceptual_summary(split: dict, folders: list) -> dict:
-    """What the perceptual rule reads: PSNR from the eval split, NIQE pooled over the full-size images."""
-    pooled = summarize([row for scores in folders for row in scores]) if folders else {}
+def _perceptual_summary(split: dict, scored: list) -> dict:
+    """What the perceptual rule reads: PSNR from the eval split, NIQE pooled over every image where it is
+    defined (the eval split's whole photos of a patches dataset, the --eval-images folders; not the crops)."""
+    pooled = summarize([row for scores in scored for row in scores])
     return {"psnr_rgb": split["psnr_rgb"], "bicubic_psnr_rgb": split["bicubic_psnr_rgb"],
             "niqe": pooled.get("niqe"), "bicubic_niqe": pooled.get("bicubic_niqe"),
             "hr_niqe": pooled.get("hr_niqe"), "niqe_images": pooled.get("niqe_images", 0)}
@@ -291,18 +292,19 @@ def run(cfg: Config) -> dict:
                  means["bicubic_psnr_rgb"], "undefined" if means["niqe"] is None else f"{means['niqe']:.3f}")
 
     root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
-    baseline_version, baseline, baseline_folders, baseline_degraded = registry.latest(root), None, [], None
+    baseline_version, baseline, baseline_scored, baseline_degraded = registry.latest(root), None, [], None
     if baseline_version is not None:
         baseline_model = upscaler.load(root, baseline_version)
-        baseline = summarize(score(rows, super_resolve(baseline_model, rows, ev.eval_batch_size), scale))
+        baseline_scored = [score(rows, super_resolve(baseline_model, rows, ev.eval_batch_size), scale)]
+        baseline = summarize(baseline_scored[0])
         if degraded:
             d_rows = degraded[0]
             baseline_degraded = summarize(score(d_rows, super_resolve(baseline_model, d_rows, ev.eval_batch_size),
                                                 scale))
-        baseline_folders = [score(f_rows, super_resolve(baseline_model, f_rows, 1), scale) for _u, f_rows, _s, _p in folders]
+        baseline_scored += [score(f_rows, super_resolve(baseline_model, f_rows, 1), scale) for _u, f_rows, _s, _p in folders]
         log.info("current model (version %d): PSNR %.3f dB on the same images", baseline_version, baseline["psnr_rgb"])
-    perceptual = {"candidate": _perceptual_summary(summary, [f[3] for f in folders]),
-                  "baseline": _perceptual_summary(baseline, baseline_folders) if baseline else None}
+    perceptual = {"candidate": _perceptual_summary(summary, [per_image] + [f[3] for f in folders]),
+                  "baseline": _perceptual_summary(baseline, baseline_scored) if baseline else None}
     if ev.bless_rule == "perceptual":
         ok, reasons = bless_perceptual(perceptual["candidate"], perceptual["baseline"], baseline_version,
                                        ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db)
@@ -323,7 +325,7 @@ def run(cfg: Config) -> dict:
         or None,
         "baseline": {"model": f"{root}/{baseline_version}", "version": baseline_version, "eval_split": baseline,
                      "degraded": baseline_degraded,
-                     "eval_images": {storage.basename(f[0]): summarize(p) for f, p in zip(folders, baseline_folders)}
+                     "eval_images": {storage.basename(f[0]): summarize(p) for f, p in zip(folders, baseline_scored[1:])}
                      or None}
         if baseline else None,
         "bless_rule": ev.bless_rule,

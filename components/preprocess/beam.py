@@ -541,8 +541,10 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     input_uri = cfg.input
     if not input_uri:
         from components import sample_data
-        input_uri = sample_data.write_sample_images()
-        log.info("no --input given: using the built-in sample (scikit-image photos, tiled) at %s", input_uri)
+        whole = cfg.preprocess.crop_mode == "patches"  # center keeps one crop per input: it gets tiles
+        input_uri = sample_data.write_sample_images(whole=whole)
+        log.info("no --input given: using the built-in sample (scikit-image photos, %s) at %s",
+                 "whole" if whole else "tiled", input_uri)
     pcfg = cfg.preprocess
     check_crop_config(pcfg)
     check_split_config(pcfg)
