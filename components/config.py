@@ -285,6 +285,8 @@ def _check(name: str, meta, value: Any) -> None:
     """The constraints a field's metadata declares (choices, probabilities, [min, max] ranges)."""
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"config key {name!r} must be one of {', '.join(meta['choices'])}, got {value!r}")
+    if isinstance(value, (list, float)) and not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+        raise ConfigError(f"config key {name!r} must be finite numbers, got {value}")  # nan passes every comparison
     if "prob" in meta and not 0.0 <= value <= 1.0:
         raise ConfigError(f"config key {name!r} is a probability: it must be within [0, 1], got {value}")
     if "probs" in meta:

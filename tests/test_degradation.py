@@ -170,6 +170,8 @@ def test_runs_inside_a_tf_data_map_and_is_deterministic():
     ("jpeg_range", [0, 95], "'jpeg_range' must lie within [1, 100]"),
     ("second_jpeg_range", [30, 101], "'second_jpeg_range' must lie within [1, 100]"),
     ("gray_noise_prob", 1.5, "'gray_noise_prob' is a probability"),
+    ("blur_sigma", "nan,3", "'blur_sigma' must be finite numbers"),
+    ("resize_range", [0.15, float("inf")], "'resize_range' must be finite numbers"),
     ("resize_prob", [0.5, 0.7, -0.2], "'resize_prob' must be 3 probabilities"),
     ("kernel_prob", [0.5, 0.5], "'kernel_prob' must be 6 probabilities"),
     ("noise_range", [1.0], "'noise_range' must be [min, max]"),

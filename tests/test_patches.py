@@ -125,6 +125,7 @@ def test_split_shapes_falls_back_to_shapes_for_old_datasets():
 @pytest.mark.parametrize("key,value,message", [
     ("crop_mode", "tiles", "crop_mode must be one of center, patches"),
     ("patch_stride", 0, "patch_stride must be > 0"),
+    ("patch_stride", 65, "patch_stride must be > 0 and at most patch_size 64, got 65"),
     ("patch_size", 66, "patch_size must be a positive multiple of scale 4"),
     ("min_patch_detail", -1.0, "min_patch_detail must be >= 0"),
     ("max_patches_per_image", 0, "max_patches_per_image must be >= 1"),
@@ -141,7 +142,7 @@ def test_bad_patch_config_names_the_key(key, value, message, patch_photos, tmp_p
 def test_bad_patch_flag_is_one_clear_line(patch_photos, tmp_path, capsys):
     out = run_cli(capsys, "preprocess", "--input", patch_photos, "--artifact-root", str(tmp_path),
                   "--crop-mode", "patches", "--patch-stride", "-3")
-    assert out.returncode == 2 and "patch_stride must be > 0, got -3" in out.stderr
+    assert out.returncode == 2 and "patch_stride must be > 0 and at most patch_size 192, got -3" in out.stderr
     assert "Traceback" not in out.stderr
 
 
@@ -202,7 +203,8 @@ def test_only_flat_photos_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     Image.fromarray(make_photo(100, 120, "flat", 0)).save(tmp_path / "in" / "sky.png")
     out = run_cli(capsys, "preprocess", "--input", str(tmp_path / "in"), "--artifact-root", str(tmp_path / "art"),
-                  "--crop-mode", "patches", "--patch-size", "64", "--eval-fraction", "0")
+                  "--crop-mode", "patches", "--patch-size", "64", "--patch-stride", "64",
+                  "--eval-fraction", "0")
     assert out.returncode == 2 and "no training patch: the 1 train photos gave 4 patches, all flat" in out.stderr
     assert "Traceback" not in out.stderr
     assert not list((tmp_path / "art").glob("datasets/*/dataset.json"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import hashlib
 import io
 import json
 import logging
@@ -32,6 +33,7 @@ log = logging.getLogger("evaluate")
 METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "hf_ratio")
 BLESS_RULES = ("psnr", "perceptual")
 EVAL_TILE = 512  # LR tile for full-size images: bounds memory, big enough that Set5/Set14 are one tile
+BATCH_LR_PIXELS = 16 * 64 * 64  # LR pixels upscaled in one batch (16 of the 128 px crops' 32 px LR with room)
 ROWS_PER_GRID = 8
 
 
@@ -75,23 +77,30 @@ def image_folder(uri: str, scale: int) -> list[dict]:
 
 
 def degraded_split(rows: list[dict], params, scale: int) -> list[dict]:
-    """The eval split's HR with LR from the fixed realistic degradation: image i drawn with the seed
-    (EVAL_SEED, i), so the same split and params give every model the same LR."""
-    return [{"name": r["name"], "hr": r["hr"], "lr": degrade_fixed(r["hr"], i, params, scale, EVAL_SEED)}
-            for i, r in enumerate(rows)]
+    """The eval split's HR with LR from the fixed realistic degradation: each image drawn with the seed
+    (EVAL_SEED, a hash of its name), so every model gets the same LR of an image, whatever the record order."""
+    return [{"name": r["name"], "hr": r["hr"], "hr_niqe": r.get("hr_niqe"),
+             "lr": degrade_fixed(r["hr"], _name_index(r["name"]), params, scale, EVAL_SEED)} for r in rows]
+
+
+def _name_index(name: str) -> int:
+    return int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:15], 16)  # < 2**60: an int64 seed half
 
 
 # ----------------------------------------------------------------------------- metrics
 
 def super_resolve(model: upscaler.Upscaler, rows: list[dict], batch: int) -> list[np.ndarray]:
-    """SR of every row's LR: equal-shaped LRs in batches, others one by one (tiled when large)."""
+    """SR of every row's LR: equal-shaped small LRs in batches (at most BATCH_LR_PIXELS together), the
+    others one by one (tiled when large): whole eval photos of one size must not go in as one batch."""
     out: list = [None] * len(rows)
     shapes: dict = {}
     for i, r in enumerate(rows):
         shapes.setdefault(r["lr"].shape, []).append(i)
-    for _shape, idx in shapes.items():
-        if len(idx) == 1:
-            out[idx[0]] = upscaler.upscale_array(model, rows[idx[0]]["lr"], tile=EVAL_TILE, overlap=16)
+    for shape, idx in shapes.items():
+        batch = min(batch, BATCH_LR_PIXELS // (shape[0] * shape[1]))
+        if len(idx) == 1 or batch <= 1:
+            for i in idx:
+                out[i] = upscaler.upscale_array(model, rows[i]["lr"], tile=EVAL_TILE, overlap=16)
             continue
         for s in range(0, len(idx), batch):
             chunk = idx[s:s + batch]
@@ -107,7 +116,8 @@ def with_bicubic(rows: list[dict], scale: int) -> list[dict]:
         r["bicubic"] = metrics.bicubic_upscale(r["lr"], scale).numpy()
         r["bicubic_metrics"] = metrics.all_metrics(r["bicubic"], r["hr"], crop_border=scale)
         r["bicubic_metrics"]["niqe"] = metrics.niqe(r["bicubic"], crop_border=scale)
-        r["hr_niqe"] = metrics.niqe(r["hr"], crop_border=scale)
+        if r.get("hr_niqe") is None:  # the degraded rows share their HR with the clean ones
+            r["hr_niqe"] = metrics.niqe(r["hr"], crop_border=scale)
     return rows
 
 

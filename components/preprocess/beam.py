@@ -91,8 +91,8 @@ def check_crop_config(cfg: PreprocessConfig) -> None:
         return
     if cfg.patch_size <= 0 or cfg.patch_size % cfg.scale:
         raise PreprocessError(f"patch_size must be a positive multiple of scale {cfg.scale}, got {cfg.patch_size}")
-    if cfg.patch_stride <= 0:
-        raise PreprocessError(f"patch_stride must be > 0, got {cfg.patch_stride}")
+    if not 0 < cfg.patch_stride <= cfg.patch_size:  # a longer step would leave pixels no patch covers
+        raise PreprocessError(f"patch_stride must be > 0 and at most patch_size {cfg.patch_size}, got {cfg.patch_stride}")
     if cfg.min_patch_detail < 0:
         raise PreprocessError(f"min_patch_detail must be >= 0, got {cfg.min_patch_detail}")
     if cfg.max_patches_per_image is not None and cfg.max_patches_per_image < 1:

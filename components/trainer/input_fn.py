@@ -97,6 +97,7 @@ def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, st
         return out
 
     def prepare(i, ex):
+        i = i * num_shards + shard_index  # the position in the whole epoch: workers draw differently
         if crop_size != stored:
             ex = random_aligned_crop(ex, crop_size, scale, element_seed(seed, epoch, i, CROP_STREAM))
         if not augment_images and not on_the_fly:
@@ -107,9 +108,10 @@ def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, st
         if on_the_fly:
             images["lr"] = realistic_degrade(images["hr"], element_seed(seed, epoch, i, DEGRADE_STREAM), realistic, scale)
         return {k: v * 2.0 - 1.0 for k, v in images.items()}
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).enumerate()
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=True).take(steps).skip(skip_steps)
+    # Skipped before any decoding: a run resumed late in an epoch does not prepare what it trained on.
+    ds = ds.enumerate().take(steps * batch_size).skip(skip_steps * batch_size)
+    ds = ds.map(lambda i, ex: prepare(i, decode(ex)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF  # sharded above
     options.deterministic = True
@@ -122,8 +124,9 @@ def fixed_batch(dataset_uri: str, n: int = 8, crop_size: int | None = None):
     info = dataset.cached_info(dataset_uri)
     crop_size = crop_size or info["shapes"]["hr"][0]
     for split in ("eval", "train"):
-        ds = dataset.read_split(dataset_uri, split).map(
-            lambda ex: center_aligned_crop(ex, crop_size, info["preprocess"]["scale"]))
+        ds = (dataset.read_split(dataset_uri, split)  # an eval photo shrunk under max_eval_pixels may be smaller
+              .filter(lambda ex: tf.reduce_min(tf.shape(ex["hr"])[:2]) >= crop_size)
+              .map(lambda ex: center_aligned_crop(ex, crop_size, info["preprocess"]["scale"])))
         batch = next(iter(ds.take(n).batch(n)), None)
         if batch is not None:
             return {"hr": to_unit(batch["hr"]), "lr": to_unit(batch["lr"])}
