@@ -8,8 +8,8 @@ degradation (issue 13): ../shared/data/faces-dev, centre crops; the same SRResNe
   pipeline on the fly); both evaluated on the clean eval split and on the same split under the evaluator's
   fixed realistic degradation (grids/degraded-*.png of each eval folder show the same degraded faces).
 patches (issue 12): the 100 CelebA-HQ 1024 photos of faces-dev; `crop_mode: center` (each photo shrunk to
-  178 px, one 128 crop) vs `crop_mode: patches` (128 px patches at full resolution, random 128 crops per step
-  from them... patch_size = train crop here); both evaluated on the patches dataset's eval photos at FULL size
+  178 px, one 128 crop) vs `crop_mode: patches` (192 px patches at stride 96 at full resolution, the defaults;
+  a random 128 crop of one per record and step); both evaluated on the patches dataset's eval photos at FULL size
   (LR 256 -> SR 1024); the eval photos are the same in both datasets (split by a hash of the path).
 The recipe is configs/faces-fast.yaml's generator (32 wide x 8 blocks, residual over bicubic, Adam 5e-4,
 cosine decay), pre-training only (PSNR-oriented): the comparison is about the data, not the GAN.
@@ -96,6 +96,7 @@ def main(argv=None):
     else:
         cfg.input = os.path.join(SHARED, "faces-dev", "celebahq_1024")
         cfg.preprocess.eval_count = 10
+        cfg.evaluate.eval_degraded = False  # clean full-size photos are the question here (and 4x the pixels)
         datasets = {}
         for mode in ("patches", "center"):
             cfg.preprocess.crop_mode = mode
