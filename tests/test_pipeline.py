@@ -111,7 +111,8 @@ def test_pipeline_blesses_pushes_and_reports(pushed):
     assert m["decision"] == "BLESSED" and m["eval_split"]["num_images"] == 8 and m["baseline"] is None
     assert 20 < m["eval_split"]["bicubic_psnr_rgb"] < 45 and abs(m["eval_split"]["gain_psnr_rgb"]) < 3
     rows = storage.read_text(f"{eval_dir}/per_image.csv").splitlines()
-    assert len(rows) == 9 and rows[0].startswith("split,image,psnr_rgb,bicubic_psnr_rgb,gain_psnr_rgb")
+    assert len(rows) == 1 + 8 + 8 and rows[0].startswith("split,image,psnr_rgb,bicubic_psnr_rgb,gain_psnr_rgb")
+    assert [r.split(",")[0] for r in rows[1:]] == ["eval"] * 8 + ["degraded"] * 8  # the degraded evaluation too
     grid = Image.open(storage.stage_in(f"{eval_dir}/grids/eval-000.png"))
     assert grid.size[0] == 4 + 4 * (128 + 4) and grid.size[1] > 8 * 128
     assert registry.versions(pushed["models"]) == [1] and registry.latest(pushed["models"]) == 1
@@ -193,7 +194,7 @@ def test_evaluate_a_pushed_model_on_benchmark_folders(pushed, tmp_path):
     assert m["eval_images"]["Set5"]["bicubic_psnr_y"] == pytest.approx(28.43, abs=0.01)  # the SRGAN paper's
     assert m["eval_images"]["Set14"]["bicubic_psnr_y"] == pytest.approx(26.09, abs=0.01)
     assert 0 < m["eval_images"]["Set5"]["bicubic_hf_ratio"] < 0.2  # bicubic loses most fine detail
-    assert len((out_dir / "per_image.csv").read_text().splitlines()) == 1 + 8 + 5 + 14
+    assert len((out_dir / "per_image.csv").read_text().splitlines()) == 1 + 8 + 8 + 5 + 14  # eval, degraded, folders
     grids = sorted(os.listdir(out_dir / "grids"))
     assert "Set5-baby.png" in grids and "Set14-bridge.png" in grids and "eval-000.png" in grids
     assert Image.open(out_dir / "grids" / "Set5-baby.png").size[0] == 4 + 4 * (512 + 4)
