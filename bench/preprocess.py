@@ -45,11 +45,9 @@ def bare_loop(files: list[str], out_dir: str, crop: int, resize_short_side: int)
 
 
 def cpu_flags() -> list[str]:
-    try:
-        flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0]
-    except (OSError, IndexError):
-        return []
-    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    from components.trainer.precision import cpu_flags as all_flags
+
+    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in all_flags()]
 
 
 def main():

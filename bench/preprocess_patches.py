@@ -60,11 +60,9 @@ def bare_full(files: list[str], pcfg, out_path: str) -> int:
 
 
 def cpu_flags() -> list[str]:
-    try:
-        flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0]
-    except (OSError, IndexError):
-        return []
-    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
+    from components.trainer.precision import cpu_flags as all_flags
+
+    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in all_flags()]
 
 
 def timed(fn):

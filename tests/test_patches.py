@@ -14,7 +14,7 @@ from components import config, dataset, images, preprocess, storage
 from components.degradation import degrade
 from components.preprocess import beam as preprocess_beam
 from tests.conftest import run_cli
-from tests.test_preprocess import run_job
+from tests.test_preprocess import record_buffer_sizes, run_job
 
 PATCH, STRIDE = 64, 48
 # name -> (height, width, kind). The names were chosen for their split hashes: with eval_count 2 the two
@@ -213,14 +213,7 @@ def test_only_flat_photos_is_one_clear_error(tmp_path, capsys):
 def test_no_stage_boundary_holds_a_patch_or_a_photo(patch_photos, tmp_path, monkeypatch):
     """Issue 11's bound in patches mode: the runner's buffers between stages never receive even one
     patch's bytes (64 x 64 x 3); photos and patches stay inside fused stages and the spill."""
-    from apache_beam.runners.portability.fn_api_runner import execution
-
-    received: dict[int, int] = {}
-    for cls in (execution.ListBuffer, execution.GroupingBuffer):
-        def append(self, data, _orig=cls.append):
-            received[id(self)] = received.get(id(self), 0) + len(data)
-            return _orig(self, data)
-        monkeypatch.setattr(cls, "append", append)
+    received = record_buffer_sizes(monkeypatch)
     info, _ = run_job(patch_photos, str(tmp_path), **KEYS)
     assert info["num_train"] == 33
     assert len(received) > 5, "the runner's buffers were not seen: the instrumentation is stale"

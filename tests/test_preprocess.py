@@ -71,6 +71,19 @@ def run_job(input_uri, root, beam_args=(), **keys):
     return info, dataset.dataset_uri(root, info["dataset_id"])
 
 
+def record_buffer_sizes(monkeypatch) -> dict[int, int]:
+    """Bytes each of the Beam runner's stage-boundary buffers receives (id -> bytes), filled as the job runs."""
+    from apache_beam.runners.portability.fn_api_runner import execution
+
+    received: dict[int, int] = {}
+    for cls in (execution.ListBuffer, execution.GroupingBuffer):
+        def append(self, data, _orig=cls.append):
+            received[id(self)] = received.get(id(self), 0) + len(data)
+            return _orig(self, data)
+        monkeypatch.setattr(cls, "append", append)
+    return received
+
+
 def records(uri, split):
     """{source: (hr uint8, lr uint8, hr png bytes, lr png bytes)} of a split, via the shared reader."""
     raw = {ex["source"].numpy().decode(): (ex["hr"].numpy(), ex["lr"].numpy())
@@ -332,14 +345,7 @@ def test_no_stage_boundary_holds_an_image_and_every_stage_reports(bad_corpus, tm
     (the train crops, 5 x 49,152 bytes here, were buffered for TransformDataset; with eval_count, all of
     them before the split). Also: decode, analyze and transform+write each log a count with the total,
     and the spill folder is removed."""
-    from apache_beam.runners.portability.fn_api_runner import execution
-
-    received: dict[int, int] = {}
-    for cls in (execution.ListBuffer, execution.GroupingBuffer):
-        def append(self, data, _orig=cls.append):
-            received[id(self)] = received.get(id(self), 0) + len(data)
-            return _orig(self, data)
-        monkeypatch.setattr(cls, "append", append)
+    received = record_buffer_sizes(monkeypatch)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))

@@ -97,13 +97,13 @@ def super_resolve(model: upscaler.Upscaler, rows: list[dict], batch: int) -> lis
     for i, r in enumerate(rows):
         shapes.setdefault(r["lr"].shape, []).append(i)
     for shape, idx in shapes.items():
-        batch = min(batch, BATCH_LR_PIXELS // (shape[0] * shape[1]))
-        if len(idx) == 1 or batch <= 1:
+        per_batch = min(batch, BATCH_LR_PIXELS // (shape[0] * shape[1]))  # per shape: a large one must not
+        if len(idx) == 1 or per_batch <= 1:                                 # shrink the batches of the next
             for i in idx:
                 out[i] = upscaler.upscale_array(model, rows[i]["lr"], tile=EVAL_TILE, overlap=16)
             continue
-        for s in range(0, len(idx), batch):
-            chunk = idx[s:s + batch]
+        for s in range(0, len(idx), per_batch):
+            chunk = idx[s:s + per_batch]
             for i, sr in zip(chunk, model(np.stack([rows[i]["lr"] for i in chunk]))):
                 out[i] = sr
     return out
