@@ -66,7 +66,9 @@ def pushed(s3_server, tmp_path_factory, ray_cluster):
         out = job("pipeline.py", "--artifact-root", root, *GOOD, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     run_id = next(line.split()[2] for line in out.stdout.splitlines() if line.startswith("pipeline: run "))
-    return {"root": root, "run_id": run_id, "env": env, "tmp": tmp, "stdout": out.stdout, "stderr": out.stderr,
+    # read now: a later test (in random order) runs the pipeline again and rewrites pipeline.json
+    summary = storage.read_json(f"{root}/runs/{run_id}/pipeline.json")
+    return {"root": root, "run_id": run_id, "summary": summary, "env": env, "tmp": tmp, "stdout": out.stdout, "stderr": out.stderr,
             "models": root + "/models/faces", "cluster_env": lambda: {**env, **ray_cluster.env()}}
 
 
@@ -121,7 +123,7 @@ def test_pipeline_blesses_pushes_and_reports(pushed):
     assert {"saved_model.pb", "generator.keras", "fingerprint.pb"} <= set(card["files"])
     assert any(k.startswith("variables/") for k in card["files"]) and "licence" in card["data_licence"]
     assert card["lineage"]["dataset_statistics"]["hr_mean"] and card["metrics"]["eval_split"]["psnr_rgb"] > 0
-    summary = storage.read_json(f"{root}/runs/{run_id}/pipeline.json")
+    summary = pushed["summary"]
     assert [s["status"] for s in summary["steps"]] == ["ran"] * 4
     assert summary["pushed"]["version"] == 1 and summary["drift"]["checked"] is False
     assert "metrics and comparison grids:" in pushed["stdout"]
