@@ -39,19 +39,6 @@ RECIPES = {
 }
 
 
-def _d_accuracy(history: list[dict]) -> dict:
-    rows = [h for h in history if h.get("event") == "train" and h.get("phase") == "gan"]
-    if not rows:
-        return {}
-    out = {}
-    for key in ("d/accuracy_real", "d/accuracy_fake"):
-        vals = [h[key] for h in rows if key in h]
-        third = max(1, len(vals) // 3)
-        out[key] = {"first_third": sum(vals[:third]) / third, "last_third": sum(vals[-third:]) / third,
-                    "min": min(vals), "max": max(vals)}
-    return out
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact-root", default="/tmp/srgan-quality")
@@ -108,7 +95,7 @@ def main(argv=None):
             "eval_split": result["eval_split"], "eval_images": result["eval_images"],
             "decision": result["decision"], "pushed": pushed and pushed["uri"],
             "nonfinite_steps": record.get("final_metrics", {}).get("nonfinite_steps"),
-            "d_accuracy": _d_accuracy(history),
+            "d_accuracy": runs.phase_thirds(history, "gan", ("d/accuracy_real", "d/accuracy_fake")),
             "eval_folder": runs.eval_uri(args.artifact_root, cfg.run_id),
         }
         print(json.dumps({name: {k: report["phases"][name][k] for k in ("steps", "seconds_incl_ray_start")},

@@ -72,6 +72,18 @@ def split_shapes(info: dict, split: str) -> dict:
     return info.get(f"{split}_shapes") or info["shapes"]
 
 
+def crop_size(info: dict, split: str, size: int | None) -> int | None:
+    """The HR side a reader of `split` crops to (`train_crop_size`; none: the stored size), or a clear
+    error: a crop must sit on the scale grid and fit inside the stored records."""
+    stored, scale = split_shapes(info, split)["hr"][0], info["preprocess"]["scale"]
+    if size is None:
+        return stored
+    if size <= 0 or size % scale or (stored is not None and size > stored):
+        raise DatasetError(f"train_crop_size {size} must be a positive multiple of the scale {scale} and at most "
+                           f"the dataset's stored HR size {stored} (its crop or patch size)")
+    return size
+
+
 # Per process: a committed dataset never changes (publish refuses to overwrite a committed one), so
 # its info, parse spec and shard files are looked up once per run, not once per epoch.
 _OPENED: dict[str, dict] = {}

@@ -10,6 +10,7 @@ BasicSR, with the published pristine model shipped in components/data/.
 from __future__ import annotations
 
 import functools
+import warnings
 import os
 
 import numpy as np
@@ -141,6 +142,21 @@ def _niqe_features(block: np.ndarray) -> list[float]:
     return feats
 
 
+def _niqe_scales(img: np.ndarray, rows: int, cols: int, window: np.ndarray) -> np.ndarray:
+    """Features of every block at full and half size: (blocks, 36)."""
+    per_scale = []
+    for scale in (1, 2):
+        mu = ndimage.convolve(img, window, mode="nearest")
+        sigma = np.sqrt(np.abs(ndimage.convolve(np.square(img), window, mode="nearest") - np.square(mu)))
+        normalized = (img - mu) / (sigma + 1)
+        size = NIQE_BLOCK // scale
+        per_scale.append(np.array([_niqe_features(normalized[r * size:(r + 1) * size, c * size:(c + 1) * size])
+                                   for c in range(cols) for r in range(rows)]))
+        if scale == 1:
+            img = imresize(img / 255.0, 0.5).astype(np.float32) * 255.0
+    return np.concatenate(per_scale, axis=1)
+
+
 def niqe(image: np.ndarray, crop_border: int = 0) -> float | None:
     """NIQE (Mittal et al. 2013; lower is more natural) of a uint8 RGB or gray image, as BasicSR computes it
     (and MATLAB before it): BT.601 Y rounded, 96 px blocks at full and half size (MATLAB imresize), the
@@ -159,19 +175,15 @@ def niqe(image: np.ndarray, crop_border: int = 0) -> float | None:
     mu_pris, cov_pris, window = _niqe_model()
     rows, cols = h // NIQE_BLOCK, w // NIQE_BLOCK
     img = img[:rows * NIQE_BLOCK, :cols * NIQE_BLOCK]
-    per_scale = []
-    for scale in (1, 2):
-        mu = ndimage.convolve(img, window, mode="nearest")
-        sigma = np.sqrt(np.abs(ndimage.convolve(np.square(img), window, mode="nearest") - np.square(mu)))
-        normalized = (img - mu) / (sigma + 1)
-        size = NIQE_BLOCK // scale
-        per_scale.append(np.array([_niqe_features(normalized[r * size:(r + 1) * size, c * size:(c + 1) * size])
-                                   for c in range(cols) for r in range(rows)]))
-        if scale == 1:
-            img = imresize(img / 255.0, 0.5).astype(np.float32) * 255.0
-    feats = np.concatenate(per_scale, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        # a flat block (no negative or no positive MSCN value) gives NaN features: dropped below, as BasicSR
+        warnings.simplefilter("ignore", RuntimeWarning)
+        feats = _niqe_scales(img, rows, cols, window)
+    valid = feats[~np.isnan(feats).any(axis=1)]
+    if len(valid) < 2:  # (nearly) flat everywhere: no statistics to compare with the pristine model
+        return None
     mu_dist = np.nanmean(feats, axis=0)
-    cov_dist = np.cov(feats[~np.isnan(feats).any(axis=1)], rowvar=False)
+    cov_dist = np.cov(valid, rowvar=False)
     diff = mu_pris - mu_dist
     quality = diff @ np.linalg.pinv((cov_pris + cov_dist) / 2) @ diff.T
     return float(np.sqrt(np.squeeze(quality)))

@@ -88,3 +88,17 @@ def find_generator(uri: str) -> str | None:
     exported model version). None when there is none."""
     candidate = uri if uri.endswith(".keras") else storage.join(uri, GENERATOR)
     return candidate if storage.exists(candidate) else None
+
+
+def phase_thirds(history: list[dict], phase: str, keys: tuple[str, ...]) -> dict:
+    """{key: {first_third, last_third, min, max}} over a phase's train rows of history.jsonl: how a metric
+    moved over the phase (e.g. the discriminator's accuracy: a collapse shows as 1.0 in the last third)."""
+    rows = [h for h in history if h.get("event") == "train" and h.get("phase") == phase]
+    out = {}
+    for key in keys:
+        vals = [h[key] for h in rows if key in h]
+        if vals:
+            third = max(1, len(vals) // 3)
+            out[key] = {"first_third": sum(vals[:third]) / third, "last_third": sum(vals[-third:]) / third,
+                        "min": min(vals), "max": max(vals)}
+    return out

@@ -78,3 +78,14 @@ def test_a_model_name_keeps_its_blessing_rule(root, tmp_path):
     with pytest.raises(push.PushError, match="blessed by the psnr rule.*judged by the perceptual rule.*--bless-rule psnr"):
         push.run(cfg)
     assert registry.versions(registry.model_root(root, "old-format")) == [1]  # nothing claimed
+
+
+def test_phase_thirds_summarise_a_metric_over_a_phase():
+    rows = [{"event": "train", "phase": "pretrain", "d/accuracy_real": 9.0}]
+    rows += [{"event": "train", "phase": "gan", "d/accuracy_real": v} for v in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]
+    rows += [{"event": "checkpoint", "phase": "gan", "d/accuracy_real": 0.0}]  # not a train row: ignored
+    out = runs.phase_thirds(rows, "gan", ("d/accuracy_real", "d/accuracy_fake"))
+    assert set(out) == {"d/accuracy_real"}  # a key no row has is left out, not made up
+    got = out["d/accuracy_real"]
+    assert got["first_third"] == pytest.approx(0.55) and got["last_third"] == pytest.approx(0.95)
+    assert (got["min"], got["max"]) == (0.5, 1.0)

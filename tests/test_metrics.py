@@ -93,3 +93,18 @@ def test_niqe_is_undefined_below_two_blocks_a_side():
     assert metrics.niqe(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8), crop_border=5) is None  # 190 after the crop
     value = metrics.niqe(rng.integers(0, 256, (192, 192, 3), dtype=np.uint8))
     assert value is not None and np.isfinite(value)
+
+
+def test_niqe_drops_flat_blocks_quietly_and_is_undefined_for_a_flat_image():
+    """Flat blocks give NaN features (no negative MSCN value): dropped as BasicSR drops them, with no
+    RuntimeWarning on the terminal; an image with no textured block has no NIQE (None, not NaN)."""
+    import warnings
+
+    photo = metrics.modcrop(sample_data.photo("astronaut"), 4)[:384, :384]
+    half_flat = photo.copy()
+    half_flat[:, :192] = 128
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        value = metrics.niqe(half_flat)
+        assert value is not None and np.isfinite(value) and value != metrics.niqe(photo)
+        assert metrics.niqe(np.full((384, 384, 3), 77, np.uint8)) is None

@@ -77,10 +77,7 @@ def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, st
     info = dataset.cached_info(dataset_uri)
     scale = info["preprocess"]["scale"]
     stored = dataset.split_shapes(info, split)["hr"][0]
-    crop_size = crop_size or stored
-    if crop_size % scale or (stored is not None and crop_size > stored):
-        raise dataset.DatasetError(f"train_crop_size {crop_size} must be a multiple of the scale {scale} and at most "
-                                   f"the stored HR size {stored}")
+    crop_size = dataset.crop_size(info, split, crop_size)
     on_the_fly = degradation == "realistic"
     realistic = realistic or RealisticDegradation()
     ds = dataset.read_split(dataset_uri, split, decode=False)

@@ -53,11 +53,7 @@ def _check(cfg: Config) -> dict:
         value = getattr(t, name)
         if value is not None and value < 0:
             raise TrainError(f"{name} must be >= 0, got {value}")
-    stored, scale = info["shapes"]["hr"][0], info["preprocess"]["scale"]
-    if t.train_crop_size is not None and (t.train_crop_size <= 0 or t.train_crop_size % scale
-                                          or t.train_crop_size > stored):
-        raise TrainError(f"train_crop_size {t.train_crop_size} must be a positive multiple of the scale {scale} and "
-                         f"at most the dataset's stored HR size {stored} (its crop or patch size)")
+    dataset.crop_size(info, "train", t.train_crop_size)  # before any worker starts
     if t.warm_start:
         if runs.find_generator(t.warm_start) is None:
             raise TrainError(f"warm_start {t.warm_start}: no generator.keras there")

@@ -181,8 +181,7 @@ class WorkerLoop:
         import keras
         import tensorflow as tf
 
-        from components import models
-        from components.dataset import load_info
+        from components import dataset, models
         from components.trainer import checkpoint, losses, precision
         from components.trainer.step import SRGANSteps
 
@@ -197,9 +196,9 @@ class WorkerLoop:
             log.info("precision %s: %s", self.precision, self.precision_reason)
         keras.utils.set_random_seed(cfg.seed)
         self.strategy = _strategy(self.world, cfg.gpus_per_worker)
-        self.info = info = load_info(self.dataset_uri)
+        self.info = info = dataset.load_info(self.dataset_uri)
         self.scale = info["preprocess"]["scale"]
-        self.crop_size = cfg.train_crop_size or info["shapes"]["hr"][0]
+        self.crop_size = dataset.crop_size(info, "train", cfg.train_crop_size)
         gan = self.schedule.gan_steps > 0
 
         def adam(lr):
