@@ -37,11 +37,6 @@ KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "gain_psnr_rgb", "ssim_rgb
         "hr_niqe", "niqe_images")
 
 
-def _cpu_flags() -> list[str]:
-    from components.trainer.precision import cpu_flags
-
-    return sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
-
 
 def _full_size_folder(dataset_uri: str, dest: str) -> tuple[str, int]:
     """A folder of links to the CelebA-HQ photos whose crops are in the eval split (unseen in training)."""
@@ -67,6 +62,8 @@ def _summary(result: dict) -> dict:
 
 
 def main(argv=None):
+    from components.trainer.precision import speed_flags
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--artifact-root", default="/tmp/srgan-recipes")
     p.add_argument("--warm-start", required=True, help="run id of a finished SRResNet run under the artifact root")
@@ -90,6 +87,7 @@ def main(argv=None):
     cfg.artifact_root, cfg.dataset_id = args.artifact_root, warm["dataset_id"]
     t = cfg.train
     t.cpus_per_worker, t.pretrain_steps, t.gan_steps = args.cpus, 0, args.gan_steps
+    t.preemption_check_every_steps = 1  # a GAN step takes ~15 s here: check at every one (the notice is 15 s)
     t.warm_start = runs.run_uri(args.artifact_root, args.warm_start)
     for k, v in GAN.items():
         setattr(t, k, v)
@@ -98,7 +96,7 @@ def main(argv=None):
     ev = cfg.evaluate
     ev.eval_images = ",".join([folder, os.path.join(args.benchmarks, "Set14")])
     ev.bless_rule, cfg.push.model_name = "perceptual", "faces-x4-gan-bench"  # never pushed: judged vs bicubic
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {_cpu_flags()}",
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}",
               "warm_start": args.warm_start, "dataset_id": cfg.dataset_id, "gan_steps": args.gan_steps,
               "gan_settings": GAN, "degradation": t.degradation, "celebahq_eval_photos": n_photos}
 

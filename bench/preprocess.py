@@ -44,13 +44,10 @@ def bare_loop(files: list[str], out_dir: str, crop: int, resize_short_side: int)
     return n
 
 
-def cpu_flags() -> list[str]:
-    from components.trainer.precision import cpu_flags as all_flags
-
-    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in all_flags()]
-
 
 def main():
+    from components.trainer.precision import speed_flags
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default=FACES if os.path.isdir(FACES) else None,
                         help="image folder (default: ../shared/data/faces-dev, else the built-in sample)")
@@ -83,7 +80,7 @@ def main():
         bare_s = time.perf_counter() - t
         result = {
             "bench": "preprocess", "input": source, "num_files": len(files), "num_accepted": accepted,
-            "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "python": platform.python_version()},
+            "machine": {"cpus": os.cpu_count(), "cpu_flags": speed_flags(), "python": platform.python_version()},
             "bare_loop": {"seconds": round(bare_s, 2), "images_per_s": round(len(files) / bare_s, 1)},
         }
         for mode in [m for m in args.modes.split(",") if m]:

@@ -59,11 +59,6 @@ def bare_full(files: list[str], pcfg, out_path: str) -> int:
     return n
 
 
-def cpu_flags() -> list[str]:
-    from components.trainer.precision import cpu_flags as all_flags
-
-    return [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in all_flags()]
-
 
 def timed(fn):
     start = time.perf_counter()
@@ -72,6 +67,8 @@ def timed(fn):
 
 
 def main():
+    from components.trainer.precision import speed_flags
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default=HQ, help="photo folder (default: ../shared/data/faces-dev/celebahq_1024)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N photos (0: all)")
@@ -103,7 +100,7 @@ def main():
         result = {"bench": "preprocess_patches", "input": args.input, "num_photos": len(files),
                   "patch_size": args.patch_size, "patch_stride": args.patch_stride,
                   "min_patch_detail": pcfg.min_patch_detail,
-                  "machine": {"cpus": os.cpu_count(), "cpu_flags": cpu_flags(), "python": platform.python_version(),
+                  "machine": {"cpus": os.cpu_count(), "cpu_flags": speed_flags(), "python": platform.python_version(),
                               "load_average_at_start": list(os.getloadavg())}}
         n, secs = timed(lambda: bare_cut(files, pcfg))
         result["bare_cut"] = {"seconds": round(secs, 2), "patches": n, "patches_per_s": round(n / secs, 1)}

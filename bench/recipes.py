@@ -32,11 +32,6 @@ KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "gain_psnr_rgb", "ssim_rgb
         "gain_ssim_rgb", "niqe", "bicubic_niqe", "hr_niqe", "niqe_images")
 
 
-def _cpu_flags() -> list[str]:
-    from components.trainer.precision import cpu_flags
-
-    return sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
-
 
 def _train_and_evaluate(cfg, run_id: str, eval_dataset_id: str | None = None) -> dict:
     from components import evaluator, runs, trainer
@@ -60,6 +55,8 @@ def _train_and_evaluate(cfg, run_id: str, eval_dataset_id: str | None = None) ->
 
 
 def main(argv=None):
+    from components.trainer.precision import speed_flags
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("compare", choices=("degradation", "patches"))
     p.add_argument("--artifact-root", default="/tmp/srgan-recipes")
@@ -78,7 +75,7 @@ def main(argv=None):
         setattr(t, k, v)
     t.cpus_per_worker, t.pretrain_steps, t.gan_steps = args.cpus, args.steps, 0
     cfg.evaluate.bless_min_gain_db = 0.0
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {_cpu_flags()}",
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}",
               "compare": args.compare, "steps": args.steps, "recipe": RECIPE, "runs": {}}
     if args.compare == "degradation":
         cfg.input = os.path.join(SHARED, "faces-dev")

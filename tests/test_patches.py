@@ -199,6 +199,7 @@ def test_eval_photos_whole_with_mixed_sizes_and_no_leakage(patch_dataset, patch_
         np.testing.assert_array_equal(rec["lr"], degrade(rec["hr"]).numpy())
 
 
+@pytest.mark.slow  # the fast tier keeps its twin in tests/test_preprocess.py
 def test_only_flat_photos_is_one_clear_error(tmp_path, capsys):
     (tmp_path / "in").mkdir()
     Image.fromarray(make_photo(100, 120, "flat", 0)).save(tmp_path / "in" / "sky.png")
@@ -210,6 +211,7 @@ def test_only_flat_photos_is_one_clear_error(tmp_path, capsys):
     assert not list((tmp_path / "art").glob("datasets/*/dataset.json"))
 
 
+@pytest.mark.slow  # the fast tier keeps its twin in tests/test_preprocess.py
 def test_no_stage_boundary_holds_a_patch_or_a_photo(patch_photos, tmp_path, monkeypatch):
     """Issue 11's bound in patches mode: the runner's buffers between stages never receive even one
     patch's bytes (64 x 64 x 3); photos and patches stay inside fused stages and the spill."""

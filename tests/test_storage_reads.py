@@ -65,6 +65,7 @@ def _train_input(uri, epochs):
     return seen
 
 
+@pytest.mark.slow  # 25 s (a SeaweedFS with an audit log, a 3-shard dataset): the full suite runs it
 def test_each_shard_is_fetched_once_per_run_and_reused_by_the_next(on_s3):
     uri, key_prefix, sizes, audit = on_s3
     me = os.getpid()

@@ -99,18 +99,19 @@ def _wait_for(predicate, timeout, what):
 
 def _committed_step(root, run_id) -> int:
     """The step of the latest checkpoint Ray Train has committed (a checkpoint folder can exist on
-    storage before it is committed; a run killed then resumes from the one before)."""
-    path = os.path.join(root, "runs", run_id, "checkpoint_manager_snapshot.json")
+    storage before it is committed; a run killed then resumes from the one before). Local or S3."""
+    uri = storage.join(root, "runs", run_id, "checkpoint_manager_snapshot.json")
     try:
-        latest = json.load(open(path)).get("latest_checkpoint_result")
-    except (OSError, ValueError):
+        latest = storage.read_json(uri).get("latest_checkpoint_result") if storage.exists(uri) else None
+    except (OSError, ValueError, storage.StorageError):  # mid-write
         return 0
     return latest["metrics"]["step"] if latest else 0
 
 
 def _checkpoints(root, run_id):
-    d = os.path.join(root, "runs", run_id)
-    return sorted(n for n in os.listdir(d) if re.fullmatch(r"checkpoint_\d{8}", n)) if os.path.isdir(d) else []
+    run = storage.join(root, "runs", run_id)
+    names = {storage.relpath(f, run).split("/")[0] for f in storage.list_files(run)} if storage.exists(run) else set()
+    return sorted(n for n in names if re.fullmatch(r"checkpoint_\d{8}", n))
 
 
 @pytest.mark.slow
@@ -142,8 +143,13 @@ def test_two_workers_match_one_worker(tiny_dataset, tmp_path, ray_cluster):
 
 
 @pytest.mark.slow
-def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path, own_ray):
-    root, ds_id = tiny_dataset
+def test_stopped_run_on_s3_resumes_from_its_latest_checkpoint_there(tiny_dataset, s3_server, tmp_path, own_ray):
+    """Everything on S3 (dataset, checkpoints, history, generator); the driver killed mid-run, the same run
+    again: it resumes from the checkpoint it committed last on S3, not from scratch."""
+    local_root, ds_id = tiny_dataset
+    root = s3_server.make_bucket("stopped") + "/srgan"
+    s3_server.client().put(os.path.join(local_root, "datasets", ds_id), f"stopped/srgan/datasets/{ds_id}",
+                           recursive=True)
     args = ["--pretrain-steps", "60", "--gan-steps", "0", "--steps-per-epoch", "20", "--checkpoint-every-steps", "5",
             "--content-loss", "pixel"]
     proc, ray_tmp, log = train(root, ds_id, "stopped", *args, tmp_path=tmp_path, background=True)
@@ -155,6 +161,7 @@ def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path, 
         _kill_ray(ray_tmp)
     stopped_at = _committed_step(root, "stopped")
     assert 10 <= stopped_at < 60
+    assert storage.exists(f"{root}/runs/stopped/checkpoint_{stopped_at:08d}/state.npz")
     train(root, ds_id, "stopped", *args, tmp_path=tmp_path)
     rows = history(root, "stopped")
     resumes = [r for r in rows if r["event"] == "resume"]
@@ -164,6 +171,8 @@ def test_stopped_run_resumes_from_its_latest_checkpoint(tiny_dataset, tmp_path, 
     assert rows[-1]["event"] == "done" and rows[-1]["step"] == 60
     run = storage.read_json(storage.join(root, "runs", "stopped", "run.json"))
     assert run["attempts"] == 2 and run["status"] == "succeeded"
+    assert storage.exists(f"{root}/runs/stopped/generator.keras")
+    assert storage.exists(f"{root}/runs/stopped/checkpoint_00000060/state.json")
     assert len(_checkpoints(root, "stopped")) <= 3  # keep_checkpoints
 
 
@@ -203,25 +212,6 @@ def _is_train_worker(pid: int, ray_tmp: str) -> bool:
     except OSError:
         return False
     return "RayTrainWorker" in cmd and ray_tmp in env + cmd
-
-
-@pytest.mark.slow
-def test_checkpoints_on_s3_and_resume_from_there(tiny_dataset, s3_server, tmp_path, ray_cluster):
-    root, ds_id = tiny_dataset
-    bucket = s3_server.make_bucket("train")
-    s3_root = bucket + "/srgan"
-    s3_server.client().put(os.path.join(root, "datasets", ds_id), f"train/srgan/datasets/{ds_id}", recursive=True)
-    args = ["--steps-per-epoch", "2", "--gan-steps", "0", "--content-loss", "pixel"]
-    train(s3_root, ds_id, "on-s3", "--pretrain-steps", "2", *args, tmp_path=tmp_path, cluster=ray_cluster)
-    fs = s3_server.client()
-    assert fs.exists("train/srgan/runs/on-s3/checkpoint_00000002/state.npz")
-    assert fs.exists("train/srgan/runs/on-s3/history.jsonl") and fs.exists("train/srgan/runs/on-s3/generator.keras")
-    # The same run id, extended: it resumes from the checkpoint on S3.
-    train(s3_root, ds_id, "on-s3", "--pretrain-steps", "4", *args, tmp_path=tmp_path, cluster=ray_cluster)
-    rows = history(s3_root, "on-s3")
-    assert [r["step"] for r in rows if r["event"] == "resume"] == [2]
-    assert rows[-1]["event"] == "done" and rows[-1]["step"] == 4
-    assert fs.exists("train/srgan/runs/on-s3/checkpoint_00000004/state.json")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -39,6 +39,15 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def speed_flags() -> list[str]:
+    """The CPU flags every speed figure names (bfloat16 is ~5x faster with AMX, slower without)."""
+    flags = cpu_flags()
+    return [f for f in SPEED_FLAGS if f in flags]
+
+
 def resolve(requested: str, gpus: list) -> tuple[str, str]:
     """`choose` with this worker's facts; `gpus`: the tf.config physical GPU devices the worker uses."""
     import tensorflow as tf
