@@ -127,7 +127,7 @@ def main(argv=None):
     report["after"]["seconds"] = round(time.time() - started, 1)
     report["verdict_vs_bicubic"] = {"decision": after["decision"], "reasons": after["reasons"]}
     ok, reasons = bless_perceptual(after["perceptual"]["candidate"], before["perceptual"]["candidate"],
-                                             0, ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db)
+                                   0, ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db)
     report["verdict_vs_srresnet"] = {"blessed": ok, "reasons": [r.replace("version 0", "the warm start")
                                                                 for r in reasons]}
     print(json.dumps(report, indent=2, sort_keys=True))

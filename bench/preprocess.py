@@ -44,7 +44,6 @@ def bare_loop(files: list[str], out_dir: str, crop: int, resize_short_side: int)
     return n
 
 
-
 def main():
     from components.trainer.precision import speed_flags
 

@@ -59,7 +59,6 @@ def bare_full(files: list[str], pcfg, out_path: str) -> int:
     return n
 
 
-
 def timed(fn):
     start = time.perf_counter()
     out = fn()

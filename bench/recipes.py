@@ -32,7 +32,6 @@ KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "gain_psnr_rgb", "ssim_rgb
         "gain_ssim_rgb", "niqe", "bicubic_niqe", "hr_niqe", "niqe_images")
 
 
-
 def _train_and_evaluate(cfg, run_id: str, eval_dataset_id: str | None = None) -> dict:
     from components import evaluator, runs, trainer
 
