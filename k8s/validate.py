@@ -39,6 +39,8 @@ KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/local", "k8s/overlays/gpu-cloud", "k
 SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.I)
 ENV_REF = re.compile(r"\$\((\w+)\)|\$\{(\w+)\}|\$(\w+)")
 BEAM_SCRIPTS = {"preprocess.py", "pipeline.py"}  # flags they do not define go to Beam
+# libyaml's parser: the CRDs are 4 MB of YAML, ~4x faster to read than with the pure-Python one
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def build(kustomization: str) -> list[dict]:
@@ -49,7 +51,7 @@ def build(kustomization: str) -> list[dict]:
         raise RuntimeError("kubectl is not installed (it builds the kustomizations)") from None
     if out.returncode != 0:
         raise RuntimeError(f"{kustomization}: kubectl kustomize failed: {out.stderr.strip()}")
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+    return [d for d in yaml.load_all(out.stdout, Loader=SAFE_LOADER) if d]
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -60,11 +62,12 @@ def _strict(schema):
         return [_strict(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    s = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+    # `properties` maps names to schemas (a property may be called "type"): walked once, below
+    s = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "properties"}
     if schema.get("x-kubernetes-int-or-string") and "anyOf" not in s:
         s.pop("type", None)
         s["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if "properties" in s:
+    if "properties" in schema:
         s["properties"] = {k: _strict(v) for k, v in schema["properties"].items()}
     if (s.get("type") == "object" and "properties" in s and "additionalProperties" not in s
             and not schema.get("x-kubernetes-preserve-unknown-fields")):
@@ -80,7 +83,9 @@ def crd_validators(crd_dir: str = CRD_DIR) -> dict:
     for name in sorted(os.listdir(crd_dir)):
         if not name.endswith(".yaml"):
             continue
-        for crd in yaml.safe_load_all(open(os.path.join(crd_dir, name))):
+        with open(os.path.join(crd_dir, name)) as f:
+            crds = list(yaml.load_all(f, Loader=SAFE_LOADER))
+        for crd in crds:
             if not crd or crd.get("kind") != "CustomResourceDefinition":
                 continue
             group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
