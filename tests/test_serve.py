@@ -375,6 +375,30 @@ def test_follower_rules(registry3, tmp_path):
     open(os.path.join(root, "LATEST"), "w").write("3\n")
 
 
+def test_two_replicas_pulling_one_version_at_once_both_keep_a_complete_copy(registry3, tmp_path, monkeypatch):
+    """Replica B finds no cached copy, and while it pulls, replica A pulls the same version and puts it in
+    place. B must not remove A's copy (A may be loading it): both folders stay whole and verified."""
+    from components.serving import follower
+
+    cache, real_pull, order = str(tmp_path / "shared-cache"), registry.pull, []
+
+    def pull_with_a_racing_replica(uri, dest, version):
+        card = real_pull(uri, dest, version)
+        if not order:  # B's pull: A completes its own whole pull_verified meanwhile
+            order.append("A")
+            order.append(follower.pull_verified(uri, version, cache)[0])
+        return card
+
+    monkeypatch.setattr(registry, "pull", pull_with_a_racing_replica)
+    b_folder, _ = follower.pull_verified(registry3, 2, cache)
+    a_folder = order[1]
+    card = registry.card(registry.version_uri(registry3, 2))
+    assert a_folder == os.path.join(cache, "2") and b_folder != a_folder  # B serves its own copy
+    for folder in (a_folder, b_folder):
+        registry.verify(folder, card)
+        assert os.path.exists(os.path.join(folder, "saved_model.pb"))
+
+
 def test_app_arguments_are_config_keys(monkeypatch):
     from components.config import ConfigError
     from components.serving import app

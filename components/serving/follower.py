@@ -15,6 +15,7 @@ Rules a follower keeps:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -70,21 +71,33 @@ def pull_verified(model_uri: str, version: int, cache: str) -> tuple[str, dict]:
     """
     source_card = registry.card(registry.resolve(model_uri, version))
     dest = os.path.join(cache, str(version))
+    stale = False
     if os.path.isdir(dest):
         try:
             registry.verify(dest, source_card)
             return dest, source_card
         except registry.RegistryError as exc:
             log.warning("cached copy %s does not match the registry (%s): pulling again", dest, exc)
+            stale = True
     own = os.path.join(cache, f".{version}.{uuid.uuid4().hex[:8]}")
     os.makedirs(cache, exist_ok=True)
     card = registry.pull(model_uri, own, version)
+    if stale:
+        # Moved aside, not deleted in place: another replica may have put a good copy there meanwhile and
+        # be loading it, so only a copy that still fails verification is moved, and only by rename.
+        try:
+            registry.verify(dest, source_card)
+            shutil.rmtree(own, ignore_errors=True)
+            return dest, source_card
+        except (registry.RegistryError, OSError):
+            aside = os.path.join(cache, f".stale.{version}.{uuid.uuid4().hex[:8]}")
+            with contextlib.suppress(OSError):
+                os.replace(dest, aside)
+                shutil.rmtree(aside, ignore_errors=True)
     try:
-        if os.path.isdir(dest):
-            shutil.rmtree(dest, ignore_errors=True)  # the mismatching copy found above
-        os.replace(own, dest)
-    except OSError:  # another replica put a copy there a moment ago: use ours, it is verified
-        return own, card
+        os.replace(own, dest)  # fails (not empty) when another replica's copy is already in place
+    except OSError:
+        return own, card  # ours is verified too: serve from it
     return dest, card
 
 
