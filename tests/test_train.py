@@ -174,6 +174,13 @@ def test_stopped_run_on_s3_resumes_from_its_latest_checkpoint_there(tiny_dataset
     assert storage.exists(f"{root}/runs/stopped/generator.keras")
     assert storage.exists(f"{root}/runs/stopped/checkpoint_00000060/state.json")
     assert len(_checkpoints(root, "stopped")) <= 3  # keep_checkpoints
+    # A finished run extended (more pretraining steps): it resumes from its last checkpoint on S3, at 60.
+    train(root, ds_id, "stopped", *[("65" if a == "60" else a) for a in args], tmp_path=tmp_path)
+    rows = history(root, "stopped")
+    resumes = [r for r in rows if r["event"] == "resume"]
+    assert len(resumes) == 2 and resumes[1]["step"] == 60, resumes
+    assert rows[-1]["event"] == "done" and rows[-1]["step"] == 65
+    assert storage.read_json(storage.join(root, "runs", "stopped", "run.json"))["attempts"] == 3
 
 
 @pytest.mark.slow
