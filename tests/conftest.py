@@ -144,9 +144,12 @@ class SeaweedFS:
             fs.mkdir(name)
         return f"s3://{name}"
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = True) -> None:
+        """keep_data=False for a server whose data is thrown away: killed at once (a clean shutdown of
+        `weed mini` takes ~10 s, paid at the end of every test session)."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the process group weed leads (start_new_session)
+            # the process group weed leads (start_new_session)
+            os.killpg(self.proc.pid, signal.SIGTERM if keep_data else signal.SIGKILL)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -166,7 +169,7 @@ def s3_server(tmp_path_factory):
     try:
         yield server
     finally:
-        server.stop()
+        server.stop(keep_data=False)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

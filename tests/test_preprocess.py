@@ -145,15 +145,38 @@ def bad_corpus(tmp_path_factory):
     return d
 
 
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
 @pytest.fixture(scope="session")
 def corpus_dataset(bad_corpus, tmp_path_factory):
+    """The bad corpus preprocessed once (eval_count 3), watched as it runs: the bytes each of the Beam
+    runner's stage-boundary buffers received, the progress lines, and the temp folder it worked in."""
     root = str(tmp_path_factory.mktemp("art"))
-    info, uri = run_job(bad_corpus, root, eval_count=3)
-    return info, uri, root
+    tmp = str(tmp_path_factory.mktemp("tmp"))
+    handler, logger = _Records(), logging.getLogger("preprocess")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            received = record_buffer_sizes(mp)
+            mp.setattr(tempfile, "tempdir", tmp)
+            info, uri = run_job(bad_corpus, root, eval_count=3)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return info, uri, root, {"buffer_bytes": received, "log": handler.records, "tmp": tmp}
 
 
 def test_bad_input_is_quarantined_with_reasons(corpus_dataset, bad_corpus):
-    info, uri, _ = corpus_dataset
+    info, uri, _, _ = corpus_dataset
     expected_rejects = {n: r for n, r in BAD_CORPUS.items() if r}
     rejected = [json.loads(line) for line in storage.read_text(storage.join(uri, "rejected.jsonl")).splitlines()]
     got = {storage.relpath(r["source"], bad_corpus): r["reason"] for r in rejected}
@@ -169,7 +192,7 @@ def test_bad_input_is_quarantined_with_reasons(corpus_dataset, bad_corpus):
 
 
 def test_conversions_to_8bit_rgb(corpus_dataset, bad_corpus):
-    _, uri, _ = corpus_dataset
+    _, uri, _, _ = corpus_dataset
     recs = {storage.relpath(s, bad_corpus): v for s, v in all_records(uri).items()}
     photo = sample_data.photo("astronaut")[:200, :200]
     center = photo[36:164, 36:164]
@@ -198,7 +221,7 @@ def test_conversions_to_8bit_rgb(corpus_dataset, bad_corpus):
 
 
 def test_lr_is_exactly_the_degradation_of_hr(corpus_dataset):
-    _, uri, _ = corpus_dataset
+    _, uri, _, _ = corpus_dataset
     recs = all_records(uri)
     assert len(recs) == 8
     for src, (hr, lr, _h, _l) in recs.items():
@@ -206,7 +229,7 @@ def test_lr_is_exactly_the_degradation_of_hr(corpus_dataset):
 
 
 def test_dataset_json_and_transform_output(corpus_dataset):
-    info, uri, _ = corpus_dataset
+    info, uri, _, _ = corpus_dataset
     assert info == dataset.load_info(uri)
     assert dataset.DATASET_ID_RE.match(info["dataset_id"])
     assert info["shapes"] == {"hr": [128, 128, 3], "lr": [32, 32, 3]} and info["encoding"] == "png"
@@ -226,7 +249,7 @@ def test_dataset_json_and_transform_output(corpus_dataset):
 
 @pytest.mark.slow
 def test_rerun_is_idempotent_and_independent_of_shards_and_location(corpus_dataset, bad_corpus, tmp_path):
-    info, uri, root = corpus_dataset
+    info, uri, root, _ = corpus_dataset
     # Same input, same root: the committed dataset is found, nothing is redone.
     again, _ = run_job(bad_corpus, root, eval_count=3)
     assert again["created"] == info["created"]
@@ -246,7 +269,7 @@ def test_rerun_is_idempotent_and_independent_of_shards_and_location(corpus_datas
 
 @pytest.mark.slow
 def test_multiprocessing_runner_gives_the_same_records(corpus_dataset, bad_corpus, tmp_path):
-    info, uri, _ = corpus_dataset
+    info, uri, _, _ = corpus_dataset
     mp_info, mp_uri = run_job(bad_corpus, str(tmp_path), eval_count=3,
                               beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
     assert mp_info["dataset_id"] == info["dataset_id"]
@@ -257,7 +280,7 @@ def test_multiprocessing_runner_gives_the_same_records(corpus_dataset, bad_corpu
 
 @pytest.mark.slow
 def test_s3_input_and_artifact_root(s3_server, bad_corpus, corpus_dataset):
-    info, uri, _ = corpus_dataset
+    info, uri, _, _ = corpus_dataset
     bucket = s3_server.make_bucket("preprocess")
     fs = s3_server.client()
     fs.put(bad_corpus, "preprocess/raw", recursive=True)
@@ -316,7 +339,7 @@ def test_same_dataset_as_the_reference_implementation(case, request, bad_corpus)
     implementation before the bounded-memory rewrite produced for the same input."""
     expected = json.load(open(REFERENCE))[case]
     if case.startswith("bad_corpus"):
-        info, uri, _ = request.getfixturevalue("corpus_dataset")
+        info, uri, _, _ = request.getfixturevalue("corpus_dataset")
         root = bad_corpus
     else:
         info, uri, root = request.getfixturevalue("faces_dataset")
@@ -338,26 +361,22 @@ def test_same_dataset_as_the_reference_implementation(case, request, bad_corpus)
             np.testing.assert_allclose(stats[name], ref[name], rtol=2.5e-4, err_msg=name)
 
 
-def test_no_stage_boundary_holds_an_image_and_every_stage_reports(bad_corpus, tmp_path, monkeypatch, caplog):
+def test_no_stage_boundary_holds_an_image_and_every_stage_reports(corpus_dataset):
     """Issue 11. The DirectRunner keeps every PCollection that crosses a stage boundary in memory (its
     ListBuffer/GroupingBuffer), so what crosses one must not grow with the images: no such buffer may
     receive even one decoded crop's bytes (128 x 128 x 3). The implementation before the fix fails this
     (the train crops, 5 x 49,152 bytes here, were buffered for TransformDataset; with eval_count, all of
     them before the split). Also: decode, analyze and transform+write each log a count with the total,
-    and the spill folder is removed."""
-    received = record_buffer_sizes(monkeypatch)
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    caplog.set_level(logging.INFO, logger="preprocess")
-    info, _ = run_job(bad_corpus, str(tmp_path / "art"), eval_count=3)
+    and the spill folder is removed. (Watched on the shared run of the bad corpus: see corpus_dataset.)"""
+    info, _, _, seen = corpus_dataset
+    received = seen["buffer_bytes"]
     assert (info["num_train"], info["num_eval"], info["num_rejected"]) == (5, 3, 4)
     assert len(received) > 5, "the runner's buffers were not seen: the instrumentation is stale"
     assert max(received.values()) < 128 * 128 * 3, sorted(received.values())[-3:]
     done = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in (
-        re.match(r"(.+) \[pid \d+\]: done, (\d+) images of (\d+)", r.getMessage()) for r in caplog.records) if m}
+        re.match(r"(.+) \[pid \d+\]: done, (\d+) images of (\d+)", r.getMessage()) for r in seen["log"]) if m}
     assert done == {"decode": (12, 12), "analyze": (5, 5), "transform+write": (8, 8)}, done
-    assert not [n for n in os.listdir(tmp) if n.startswith("preprocess-work-")]
+    assert not [n for n in os.listdir(seen["tmp"]) if n.startswith("preprocess-work-")]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -31,7 +31,7 @@ def server(tmp_path_factory):
     try:
         yield s
     finally:
-        s.stop()
+        s.stop(keep_data=False)
 
 
 @pytest.fixture

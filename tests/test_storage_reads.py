@@ -32,7 +32,7 @@ def audited(tmp_path_factory):
     try:
         yield server, audit
     finally:
-        server.stop()
+        server.stop(keep_data=False)
         audit.close()
 
 
