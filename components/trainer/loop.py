@@ -190,6 +190,7 @@ class WorkerLoop:
         tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.cpus_per_worker))
         gpus = tf.config.list_physical_devices("GPU")[:max(cfg.gpus_per_worker, 0)]
         self.precision, self.precision_reason = precision.resolve(cfg.precision, gpus)
+        self.onednn_kernels = precision.onednn_kernels()
         if self.precision != "float32":
             keras.mixed_precision.set_global_policy(self.precision)
         if self.rank == 0:
@@ -376,7 +377,8 @@ class WorkerLoop:
                 "pretrain_steps": s.pretrain_steps, "gan_steps": s.gan_steps, "restores": self.guard.restores,
                 "reason": reason, "nonfinite_steps": int(self.steps.nonfinite_steps.numpy()),
                 "world_size": self.world, "final": step == s.total,
-                "precision": self.precision, "precision_reason": self.precision_reason}
+                "precision": self.precision, "precision_reason": self.precision_reason,
+                "onednn_kernels": self.onednn_kernels}
         payload = {**{k: float(v) for k, v in self.metrics.items()}, **meta}
         if self.rank != 0:
             ray.train.report(payload)

@@ -48,6 +48,16 @@ def speed_flags() -> list[str]:
     return [f for f in SPEED_FLAGS if f in flags]
 
 
+def onednn_kernels() -> bool | None:
+    """Whether this process's TensorFlow runs its oneDNN CPU kernels (TF_ENABLE_ONEDNN_OPTS, read once
+    when TensorFlow loads; components/__init__.py turns them on). None if this TensorFlow cannot say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
 def resolve(requested: str, gpus: list) -> tuple[str, str]:
     """`choose` with this worker's facts; `gpus`: the tf.config physical GPU devices the worker uses."""
     import tensorflow as tf
