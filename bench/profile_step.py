@@ -33,6 +33,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import numpy as np
 from train_step import _batch  # bench/train_step.py: run as a script, bench/ is on sys.path
 

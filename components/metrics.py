@@ -10,8 +10,8 @@ BasicSR, with the published pristine model shipped in components/data/.
 from __future__ import annotations
 
 import functools
-import warnings
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf

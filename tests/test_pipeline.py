@@ -321,6 +321,12 @@ def test_perceptual_blessing_rule(candidate, baseline, expected, says):
     assert any(r.startswith("FAIL") for r in reasons) is (not expected)
 
 
+def test_perceptual_rule_names_a_baseline_outside_the_registry():
+    ok, reasons = evaluate.bless_perceptual(_perceptual(29.0, 5.0), _perceptual(30.5, 5.5), None, min_niqe_gain=0.1,
+                                            max_psnr_drop_db=2.0, baseline_name="the warm start")
+    assert ok and all("of the warm start" in r for r in reasons) and not any("version" in r for r in reasons), reasons
+
+
 def test_niqe_summaries_skip_undefined_images():
     rows = [{"image": "a", "niqe": 4.0, "psnr_rgb": 30.0}, {"image": "b", "niqe": None, "psnr_rgb": 32.0},
             {"image": "c", "niqe": 6.0, "psnr_rgb": 31.0}]

@@ -175,10 +175,11 @@ def bless(candidate: dict, baseline: dict | None, baseline_version: int | None, 
 
 
 def bless_perceptual(candidate: dict, baseline: dict | None, baseline_version: int | None, min_niqe_gain: float,
-                     max_psnr_drop_db: float) -> tuple[bool, list[str]]:
+                     max_psnr_drop_db: float, baseline_name: str | None = None) -> tuple[bool, list[str]]:
     """The rule for GAN models: mean NIQE (full-size images) better than the current model's (LATEST; with
     none, bicubic's) by at least `min_niqe_gain`, and mean PSNR (RGB, eval split) at most `max_psnr_drop_db`
-    below it. `candidate`/`baseline`: {'psnr_rgb', 'bicubic_psnr_rgb', 'niqe', 'bicubic_niqe', 'niqe_images'}."""
+    below it. `candidate`/`baseline`: {'psnr_rgb', 'bicubic_psnr_rgb', 'niqe', 'bicubic_niqe', 'niqe_images'};
+    `baseline_name` names a baseline that is not a registry version (e.g. a warm start) in the reasons."""
     if candidate.get("niqe") is None or not candidate.get("niqe_images"):
         return False, ["FAIL: NIQE is undefined for every eval image (it needs sides of at least "
                        f"{metrics.NIQE_MIN_SIDE} px): the perceptual rule cannot judge; evaluate on full-size "
@@ -188,7 +189,8 @@ def bless_perceptual(candidate: dict, baseline: dict | None, baseline_version: i
     if baseline is None:
         what, ref_niqe, ref_psnr = "bicubic (no model pushed yet)", candidate["bicubic_niqe"], candidate["bicubic_psnr_rgb"]
     else:
-        what, ref_niqe, ref_psnr = f"the current model (version {baseline_version})", baseline["niqe"], baseline["psnr_rgb"]
+        what = baseline_name or f"the current model (version {baseline_version})"
+        ref_niqe, ref_psnr = baseline["niqe"], baseline["psnr_rgb"]
     gain, drop = ref_niqe - candidate["niqe"], ref_psnr - candidate["psnr_rgb"]
     niqe_ok, psnr_ok = gain >= min_niqe_gain, drop <= max_psnr_drop_db
     return niqe_ok and psnr_ok, [
