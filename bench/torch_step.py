@@ -1,7 +1,7 @@
 """This trainer's GAN step against a PyTorch step doing the same work, on this machine. Prints one JSON object.
 
     python bench/torch_step.py [--steps 6] [--batch 16] [--skip-tf] [--precisions float32,bfloat16]
-                               [--orders shared,sequential] [--layouts channels_last,contiguous] [--tf-onednn]
+                               [--orders shared,sequential] [--layouts channels_last,contiguous] [--tf-onednn-off]
 
 Needs the bench extra: pip install -e .[bench] (PyTorch, CPU).
 
@@ -291,9 +291,9 @@ def main():
     parser.add_argument("--orders", default="shared,sequential")
     parser.add_argument("--layouts", default="channels_last,contiguous", help="PyTorch memory formats to try")
     parser.add_argument("--peak-repeats", type=int, default=20, help="conv peak: convolutions per trial at 128x128")
-    parser.add_argument("--tf-onednn", action="store_true",
-                        help="also the TF float32 step and peak with TF_ENABLE_ONEDNN_OPTS=1 (TensorFlow turns its "
-                             "oneDNN kernels on by itself only on CPUs with AVX-512 / AMX)")
+    parser.add_argument("--tf-onednn-off", action="store_true",
+                        help="also the TF float32 step and peak with TF_ENABLE_ONEDNN_OPTS=0 (this project turns "
+                             "TensorFlow's oneDNN kernels on; TensorFlow alone does so only on AVX-512 / AMX CPUs)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -339,15 +339,15 @@ def main():
         result["params_match"] = info["tf"].get("params") == info["torch"].get("params")
         tf_steps = {p: rated(run_variant(f"tf-step:{p}", args), "tf", p) for p in precisions}
         result["tf"] = {"shared": {p: {**r, "keras_policy": TF_POLICY[p]} for p, r in tf_steps.items()}}
-        if args.tf_onednn and "float32" in precisions:
-            onednn = {"TF_ENABLE_ONEDNN_OPTS": "1"}
-            peak_1 = run_variant("tf-peak:float32", args, onednn).get("gflops")
-            step_1 = run_variant("tf-step:float32", args, onednn).get("images_per_s")
-            result["tf_onednn_float32"] = {
-                "conv_peak_gflops": peak_1 and round(peak_1, 1), "images_per_s": step_1 and round(step_1, 2),
-                "fraction_of_default_floor": step_1 and floor["tf"]["float32"] and round(step_1 / floor["tf"]["float32"], 3),
-                "vs_default": step_1 and tf_steps["float32"].get("images_per_s")
-                and round(step_1 / tf_steps["float32"]["images_per_s"], 3)}
+        if args.tf_onednn_off and "float32" in precisions:
+            off = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+            peak_0 = run_variant("tf-peak:float32", args, off).get("gflops")
+            step_0 = run_variant("tf-step:float32", args, off).get("images_per_s")
+            result["tf_onednn_off_float32"] = {
+                "conv_peak_gflops": peak_0 and round(peak_0, 1), "images_per_s": step_0 and round(step_0, 2),
+                "fraction_of_own_floor": step_0 and peak_0 and round(step_0 / (peak_0 / flops), 3),
+                "on_vs_off": step_0 and tf_steps["float32"].get("images_per_s")
+                and round(tf_steps["float32"]["images_per_s"] / step_0, 3)}
         if "shared" in orders:  # torch at its faster layout, same order and precision
             result["tf_vs_torch_shared"] = {}
             for p in precisions:

@@ -24,6 +24,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import components  # noqa: E402,F401 - first: its TF_ENABLE_ONEDNN_OPTS must be set before TensorFlow loads
 
 import numpy as np
 
