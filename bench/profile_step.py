@@ -35,7 +35,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from train_step import _batch  # bench/train_step.py: run as a script, bench/ is on sys.path
+from train_step import _batch, trainer_gan_step  # bench/train_step.py: run as a script, bench/ is on sys.path
 
 OP_EVENT = re.compile(r"^(?P<name>[^:#\s]+):(?P<type>[A-Za-z_]\w*)$")  # not "ExecutorState::Process" etc.
 # Graph plumbing, no arithmetic: kept apart so element_wise means work on tensor elements.
@@ -61,23 +61,8 @@ def _xplane_pb2():
 
 def build_step(precision: str, batch_size: int, small: bool):
     """(one_step, graph) for train_step.trainer_step_rate's step; the caller resets the policy."""
-    import keras
-    import tensorflow as tf
-
-    from components import models
-    from components.trainer import losses
-    from components.trainer.step import SRGANSteps
-
-    keras.mixed_precision.set_global_policy(precision)  # before building: layers take their dtypes from it
     batch = {k: v[np.arange(batch_size) % len(v)] for k, v in _batch().items()}  # _batch makes 16
-    g_kw, d_kw = ({"width": 16, "num_blocks": 2}, {"width": 16}) if small else ({}, {})
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-    with strategy.scope():
-        g, d = models.build_generator(**g_kw), models.build_discriminator(**d_kw)
-        vgg = losses.build_vgg_features("block5_conv4", None)
-        g_opt, d_opt = keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4)
-    s = SRGANSteps(strategy, g, d, g_opt, d_opt, vgg, global_batch_size=batch_size, content_loss="vgg")
-    it = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat()))
+    s, it = trainer_gan_step(batch, precision, *(({"width": 16, "num_blocks": 2}, {"width": 16}) if small else ()))
 
     def one_step():
         _, applied = s.gan_step(next(it))

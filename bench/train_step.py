@@ -72,7 +72,10 @@ def reference_eager_step_rate(batch, steps: int) -> float:
     return steps * BATCH / (time.perf_counter() - t)
 
 
-def trainer_step_rate(batch, steps: int, precision: str, content_fn=None) -> float:
+def trainer_gan_step(batch, precision: str, generator_kw: dict | None = None, discriminator_kw: dict | None = None):
+    """(SRGANSteps, iterator over `batch` repeated): this trainer's distributed GAN step in a one-device
+    MirroredStrategy, models (reference sizes unless the *_kw say otherwise), VGG and Adams built under
+    `precision`. The caller resets the Keras policy."""
     import keras
     import tensorflow as tf
 
@@ -80,26 +83,33 @@ def trainer_step_rate(batch, steps: int, precision: str, content_fn=None) -> flo
     from components.trainer import losses
     from components.trainer.step import SRGANSteps
 
-    keras.mixed_precision.set_global_policy(precision)
+    keras.mixed_precision.set_global_policy(precision)  # before building: layers take their dtypes from it
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        g, d = models.build_generator(**(generator_kw or {})), models.build_discriminator(**(discriminator_kw or {}))
+        vgg = losses.build_vgg_features("block5_conv4", None)
+        g_opt, d_opt = keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4)
+    s = SRGANSteps(strategy, g, d, g_opt, d_opt, vgg, global_batch_size=len(batch["hr"]), content_loss="vgg")
+    return s, iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat()))
+
+
+def trainer_step_rate(batch, steps: int, precision: str, content_fn=None) -> float:
+    import keras
+
+    from components.trainer import losses
+
     original = losses.vgg_mse
     if content_fn is not None:
         losses.vgg_mse = content_fn
     try:
-        strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
-        with strategy.scope():
-            g, d = models.build_generator(), models.build_discriminator()
-            vgg = losses.build_vgg_features("block5_conv4", None)
-            g_opt, d_opt = keras.optimizers.Adam(1e-4), keras.optimizers.Adam(1e-4)
-        s = SRGANSteps(strategy, g, d, g_opt, d_opt, vgg, global_batch_size=BATCH, content_loss="vgg")
-        data = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat(steps + 1))
-        it = iter(data)
+        s, it = trainer_gan_step(batch, precision)
         _, applied = s.gan_step(next(it))  # warm-up: tracing
         float(applied)
         t = time.perf_counter()
-        for b in it:
-            _, applied = s.gan_step(b)
+        for _ in range(steps):
+            _, applied = s.gan_step(next(it))
         bool(applied)
-        return steps * BATCH / (time.perf_counter() - t)
+        return steps * len(batch["hr"]) / (time.perf_counter() - t)
     finally:
         losses.vgg_mse = original
         keras.mixed_precision.set_global_policy("float32")
