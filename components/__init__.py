@@ -7,6 +7,6 @@ shared modules here: config, storage, degradation, images, dataset, provenance, 
 import os
 
 # TensorFlow turns its oneDNN kernels on by itself only on CPUs with AVX-512 or AMX; on an AVX2-only CPU they
-# made the float32 GAN step 1.8x faster (bench/torch_step.py --tf-onednn, BENCHMARKS.md). Set before any
+# made the float32 GAN step 1.8x faster (bench/torch_step.py --tf-onednn-off, BENCHMARKS.md). Set before any
 # TensorFlow import of ours (Ray workers import this package first); a user's own setting wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

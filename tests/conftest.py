@@ -20,6 +20,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import components  # noqa: E402,F401 - before TensorFlow loads: the same oneDNN setting as every job's process
 
 
+def onednn_requested() -> bool:
+    """What TF_ENABLE_ONEDNN_OPTS asks of TensorFlow (it reads the variable as a boolean: 0/false is off)."""
+    return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false")
+
+
 def _two_logical_cpus() -> None:
     """Two logical CPU devices for the whole test process, made before anything initialises TensorFlow
     (afterwards it can no longer be done): MirroredStrategy tests need 2 replicas in one process."""

@@ -9,6 +9,7 @@ import pytest
 from components.config import TrainConfig
 from components.trainer.loop import Progress, checkpoint_reason
 from components.trainer.schedule import Schedule
+from tests.conftest import onednn_requested
 
 
 def test_schedule_from_steps_or_epochs():
@@ -66,4 +67,4 @@ def test_onednn_kernels_follow_the_setting_made_before_tensorflow_loads():
     from components.trainer import precision
 
     assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") is not None
-    assert precision.onednn_kernels() is (os.environ["TF_ENABLE_ONEDNN_OPTS"] not in ("0", "false", "False"))
+    assert precision.onednn_kernels() is onednn_requested()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from components import config, dataset, preprocess, sample_data, storage
-from tests.conftest import REPO, kill_processes_of, run_cli
+from tests.conftest import REPO, kill_processes_of, onednn_requested, run_cli
 
 TINY = ["--generator-width", "8", "--generator-blocks", "2", "--discriminator-width", "8",
         "--discriminator-dense", "16", "--vgg-weights", "none", "--vgg-layer", "block2_conv2",
@@ -135,8 +135,7 @@ def test_two_workers_match_one_worker(tiny_dataset, tmp_path, ray_cluster):
     assert run["status"] == "succeeded" and run["final_metrics"]["world_size"] == 2
     assert run["final_metrics"]["step"] == 6 and run["final_metrics"]["phase"] == "gan"
     # the workers ran TensorFlow's oneDNN kernels (components/__init__.py turns them on before TF loads)
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") not in ("0", "false", "False")
-    assert run["precision"] == {"policy": "float32", "reason": "asked for", "onednn_kernels": onednn}
+    assert run["precision"] == {"policy": "float32", "reason": "asked for", "onednn_kernels": onednn_requested()}
     rows = history(root, "one-worker")
     evals = [r for r in rows if r["event"] == "eval"]
     assert evals and all(np.isfinite(r["psnr_fixed_batch"]) for r in evals)
