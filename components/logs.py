@@ -58,6 +58,14 @@ _NOISE_RE = re.compile("|".join(f"(?:{p})" for p in NOISE))
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def eta(seconds: float | None) -> str:
+    """An ETA as every progress line prints it: H:MM:SS, hours not wrapped at 24; "--" while unknown."""
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "--"
+    s = int(round(max(seconds, 0.0)))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def is_noise(line: str) -> bool:
     return bool(_NOISE_RE.search(_ANSI_RE.sub("", line)))
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from components import logs
 from components.config import TrainConfig
 from components.trainer.loop import Progress, checkpoint_reason
 from components.trainer.schedule import Schedule
@@ -44,6 +45,17 @@ def test_progress_means_rate_and_eta(monkeypatch):
     assert means == {"loss/g_pixel": pytest.approx(3.0)}
     assert rate == pytest.approx(16.0) and eta == pytest.approx(19 * 16 / 16.0)
     assert p.take(11)[0] == {}       # a new window
+
+
+def test_first_progress_line_has_no_rate_or_eta_and_etas_do_not_wrap(monkeypatch):
+    clock = iter([100.0, 160.0, 160.0])
+    monkeypatch.setattr("components.trainer.loop.time.time", lambda: next(clock))
+    p = Progress(start_step=10, total=60, global_batch=4)
+    p.add(11, {"loss/g_pixel": 1.0})  # a resumed run's first step: tracing only, nothing timed yet
+    means, rate, eta = p.take(11)
+    assert means == {"loss/g_pixel": 1.0} and rate is None and eta is None  # was "0.0 img/s | ETA 12:26:40"
+    assert [logs.eta(s) for s in (None, float("inf"), 0, 59.6, 3605, 30 * 3600 + 61)] == [
+        "--", "--", "0:00:00", "0:01:00", "1:00:05", "30:01:01"]  # hours do not wrap at a day
 
 
 def test_precision_auto_picks_what_the_hardware_offers(tmp_path):

@@ -26,7 +26,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from components import dataset, images, provenance, storage
+from components import dataset, images, logs, provenance, storage
 from components.config import Config, PreprocessConfig
 from components.errors import UserError
 
@@ -134,8 +134,8 @@ def plan_inputs(input_uri: str, cfg: PreprocessConfig) -> tuple[list[InputFile],
         if time.time() - last > 10:
             last = time.time()
             rate = i / (last - start)
-            log.info("fingerprinting inputs: %d/%d files, %.0f files/s, ETA %.0f s", i, len(wanted), rate,
-                     (len(wanted) - i) / rate)
+            log.info("fingerprinting inputs: %d/%d files, %.0f files/s, ETA %s", i, len(wanted), rate,
+                     logs.eta((len(wanted) - i) / rate))
     return out, ignored
 
 
@@ -190,7 +190,7 @@ class Progress:
         self.last, self.logged, self.done = now, self.count, self.done or final
         rate = self.count / max(now - self.start, 1e-6)
         of = f" of {total:,}" if total else ""
-        eta = f", ETA {max(total - self.count, 0) / rate:.0f} s" if total and rate and not final else ""
+        eta = f", ETA {logs.eta(max(total - self.count, 0) / rate)}" if total and rate and not final else ""
         logging.getLogger("preprocess").info("%s [pid %d]: %s%s images%s, %.1f img/s%s", self.stage, os.getpid(),
                                              "done, " if final else "", f"{self.count:,}", of, rate, eta)
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import fields
 
-from components import runs
+from components import logs, runs
 from components.trainer.schedule import PHASES, Schedule
 
 log = logging.getLogger("trainer")
@@ -94,11 +94,13 @@ class Progress:
     def due(self, step: int, every_seconds: float) -> bool:
         return time.time() - self.last_line >= every_seconds or step == self.total
 
-    def take(self, step: int) -> tuple[dict, float, float]:
-        """(means, images/s, ETA seconds); starts a new window."""
+    def take(self, step: int) -> tuple[dict, float | None, float | None]:
+        """(means, images/s, ETA seconds); starts a new window. Rate and ETA are None until a step after
+        the first has been timed (the first carries tracing: a rate from it alone would be noise)."""
         now = time.time()
-        rate = (step - self.start_step - 1) * self.batch / max(now - self.started, 1e-9)
-        eta = (self.total - step) * self.batch / max(rate, 1e-9)
+        timed = step - self.start_step - 1
+        rate = timed * self.batch / max(now - self.started, 1e-9) if timed > 0 else None
+        eta = (self.total - step) * self.batch / max(rate, 1e-9) if rate else None
         means = {k: total / count for k, (total, count) in self.window.items()}
         self.window, self.last_line = {}, now
         return means, rate, eta
@@ -328,15 +330,15 @@ class WorkerLoop:
     def _progress_line(self, phase: str) -> None:
         step = self.step
         means, rate, eta = self.progress.take(step)
-        self.outputs.scalars(step, {**means, "perf/images_per_second": rate})
-        log.info("step %d/%d %s epoch %d | %s | %.1f img/s | ETA %s", step, self.schedule.total, phase,
+        self.outputs.scalars(step, {**means, **({"perf/images_per_second": rate} if rate is not None else {})})
+        log.info("step %d/%d %s epoch %d | %s | %s img/s | ETA %s", step, self.schedule.total, phase,
                  step // self.schedule.steps_per_epoch, " ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())),
-                 rate, time.strftime("%H:%M:%S", time.gmtime(eta)))
+                 "--" if rate is None else f"{rate:.1f}", logs.eta(eta))
         self.outputs.append({"event": "train", "step": step, "phase": phase, **means, "images_per_second": rate})
         every = self.cfg.preemption_check_every_steps
-        between = every * self.cfg.global_batch_size / max(rate, 1e-9)
+        between = every * self.cfg.global_batch_size / max(rate or 0.0, 1e-9)
         self.progress_lines += 1  # the first line's rate still carries warm-up: judged from the second on
-        if every and between > PREEMPTION_CHECK_MAX_SECONDS and self.progress_lines > 1 and not self.warned_cadence:
+        if rate and every and between > PREEMPTION_CHECK_MAX_SECONDS and self.progress_lines > 1 and not self.warned_cadence:
             self.warned_cadence = True
             log.warning("preemption is checked every %d steps, about %.0f s here: over %d s, a preempted node may be "
                         "gone before its checkpoint (lower preemption_check_every_steps)", every, between,
