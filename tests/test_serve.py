@@ -375,28 +375,44 @@ def test_follower_rules(registry3, tmp_path):
     open(os.path.join(root, "LATEST"), "w").write("3\n")
 
 
-def test_two_replicas_pulling_one_version_at_once_both_keep_a_complete_copy(registry3, tmp_path, monkeypatch):
+def test_two_replicas_pulling_one_version_at_once_share_one_complete_copy(registry3, tmp_path, monkeypatch):
     """Replica B finds no cached copy, and while it pulls, replica A pulls the same version and puts it in
-    place. B must not remove A's copy (A may be loading it): both folders stay whole and verified."""
+    place. B must not remove A's copy (A may be loading it): B serves A's copy, verified, and drops its own
+    private pull, so the cache holds one whole copy. If the copy in place does not verify, B serves its own."""
     from components.serving import follower
 
-    cache, real_pull, order = str(tmp_path / "shared-cache"), registry.pull, []
-
-    def pull_with_a_racing_replica(uri, dest, version):
-        card = real_pull(uri, dest, version)
-        if not order:  # B's pull: A completes its own whole pull_verified meanwhile
-            order.append("A")
-            order.append(follower.pull_verified(uri, version, cache)[0])
-        return card
-
-    monkeypatch.setattr(registry, "pull", pull_with_a_racing_replica)
-    b_folder, _ = follower.pull_verified(registry3, 2, cache)
-    a_folder = order[1]
+    real_pull = registry.pull
     card = registry.card(registry.version_uri(registry3, 2))
-    assert a_folder == os.path.join(cache, "2") and b_folder != a_folder  # B serves its own copy
-    for folder in (a_folder, b_folder):
-        registry.verify(folder, card)
-        assert os.path.exists(os.path.join(folder, "saved_model.pb"))
+
+    def racing(cache, replica_a):
+        order = []
+
+        def pull_with_a_racing_replica(uri, dest, version):
+            pulled = real_pull(uri, dest, version)
+            if not order:  # B's pull: replica A acts meanwhile (its own pull is the second call)
+                order.append("A")
+                order.append(replica_a(uri, version))
+            return pulled
+        monkeypatch.setattr(registry, "pull", pull_with_a_racing_replica)
+        b_folder, b_card = follower.pull_verified(registry3, 2, cache)
+        return order[1], b_folder, b_card
+
+    cache = str(tmp_path / "shared-cache")
+    a_folder, b_folder, b_card = racing(cache, lambda uri, v: follower.pull_verified(uri, v, cache)[0])
+    assert a_folder == b_folder == os.path.join(cache, "2") and b_card == card
+    registry.verify(a_folder, card)
+    assert os.path.exists(os.path.join(a_folder, "saved_model.pb"))
+    assert os.listdir(cache) == ["2"]  # B's own pull is gone, nothing hidden left behind
+
+    def a_leaves_a_broken_copy(uri, version):
+        broken = os.path.join(tmp_path / "other-cache", str(version))
+        os.makedirs(broken)
+        open(os.path.join(broken, "saved_model.pb"), "wb").write(b"not a model")
+        return broken
+    cache = str(tmp_path / "other-cache")
+    _, b_folder, _ = racing(cache, a_leaves_a_broken_copy)
+    assert b_folder != os.path.join(cache, "2") and os.path.dirname(b_folder) == cache  # its own copy
+    registry.verify(b_folder, card)
 
 
 def test_app_arguments_are_config_keys(monkeypatch):

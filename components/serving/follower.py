@@ -97,7 +97,14 @@ def pull_verified(model_uri: str, version: int, cache: str) -> tuple[str, dict]:
     try:
         os.replace(own, dest)  # fails (not empty) when another replica's copy is already in place
     except OSError:
-        return own, card  # ours is verified too: serve from it
+        # Lost the race. Serve the copy in place if it verifies and drop ours (private: nobody else reads
+        # it), so the cache keeps one copy per version; otherwise serve ours, which is verified too.
+        try:
+            registry.verify(dest, source_card)
+        except (registry.RegistryError, OSError):
+            return own, card
+        shutil.rmtree(own, ignore_errors=True)
+        return dest, source_card
     return dest, card
 
 
