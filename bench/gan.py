@@ -77,9 +77,9 @@ def main(argv=None):
     from components import dataset, evaluator, runs, trainer
     from components.config import from_dict
     from components.evaluator.evaluate import bless_perceptual
-    from components.logs import setup_logging
+    from components.logs import setup_console
 
-    setup_logging()
+    setup_console()
     warm = runs.read_run(args.artifact_root, args.warm_start)
     if warm is None or warm.get("status") != "succeeded":
         sys.exit(f"bench/gan.py: {args.warm_start}: no finished run under {args.artifact_root}/runs "

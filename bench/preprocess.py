@@ -19,7 +19,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from components.logs import setup_logging
+from components.logs import setup_console
 from components import config, dataset, preprocess, images, sample_data, storage
 
 FACES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -53,7 +53,7 @@ def main():
     parser.add_argument("--limit", type=int, default=0, help="use only the first N files (0: all)")
     parser.add_argument("--modes", default="in_memory,multi_processing")
     args = parser.parse_args()
-    setup_logging()
+    setup_console()
 
     source = args.input or sample_data.write_sample_images()
     work = tempfile.mkdtemp(prefix="bench-preprocess-")

@@ -23,7 +23,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from components.logs import setup_logging
+from components.logs import setup_console
 from components import config, dataset, images, preprocess, storage
 
 HQ = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -76,7 +76,7 @@ def main():
     args = parser.parse_args()
     if not os.path.isdir(args.input):
         raise SystemExit(f"{args.input}: no such folder (give --input)")
-    setup_logging()
+    setup_console()
 
     work = tempfile.mkdtemp(prefix="bench-patches-")
     try:

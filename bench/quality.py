@@ -52,11 +52,11 @@ def main(argv=None):
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     args = p.parse_args(argv)
 
-    from components.logs import setup_logging
+    from components.logs import setup_console
     from components import evaluator, preprocess, pusher, runs, trainer
     from components.config import Config
 
-    setup_logging()
+    setup_console()
     cfg = Config(artifact_root=args.artifact_root, input=args.faces)
     info = preprocess.run(cfg, [])
     cfg.dataset_id = info["dataset_id"]

@@ -68,9 +68,9 @@ def main(argv=None):
 
     from components import preprocess
     from components.config import Config
-    from components.logs import setup_logging
+    from components.logs import setup_console
 
-    setup_logging()
+    setup_console()
     cfg = Config(artifact_root=args.artifact_root)
     t = cfg.train
     for k, v in RECIPE.items():

@@ -238,8 +238,8 @@ def main():
     args = parser.parse_args()
     from components import config, preprocess, sample_data
     from components.dataset import dataset_uri
-    from components.logs import setup_logging
-    setup_logging()
+    from components.logs import setup_console
+    setup_console()
 
     work = tempfile.mkdtemp(prefix="bench-train-")
     try:

@@ -131,6 +131,13 @@ def setup_logging(ray_worker: bool = False) -> None:
 _native_filter: dict = {}
 
 
+def setup_console() -> None:
+    """A script run from a terminal (the benches): our logging, and its stderr, its children's too, filtered
+    of known noise. Jobs get the same through `cli.run_console`."""
+    setup_logging()
+    filter_native_stderr()
+
+
 def filter_native_stderr() -> None:
     """Route this process's file descriptor 2 (and its children's) through a thread that drops the
     NOISE lines and passes every other line on. Once per process; nothing when verbose."""
