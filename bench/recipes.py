@@ -6,7 +6,8 @@
 degradation (issue 13): ../shared/data/faces-dev, centre crops; the same SRResNet recipe trained with
   `degradation: bicubic` (the stored clean LR) and `degradation: realistic` (Real-ESRGAN's second-order
   pipeline on the fly); both evaluated on the clean eval split and on the same split under the evaluator's
-  fixed realistic degradation (grids/degraded-*.png of each eval folder show the same degraded faces).
+  fixed realistic degradation (grids/degraded-*.png of each eval folder show the same degraded faces;
+  <artifact root>/recipes/degradation-<steps>[-c<crop>].png shows both models side by side on them).
 patches (issue 12): the 100 CelebA-HQ 1024 photos of faces-dev; `crop_mode: center` (each photo shrunk to
   178 px, one 128 crop) vs `crop_mode: patches` (192 px patches at stride 96 at full resolution, the defaults;
   a random 128 crop of one per record and step); both evaluated on the patches dataset's eval photos at FULL size
@@ -53,6 +54,26 @@ def _train_and_evaluate(cfg, run_id: str, eval_dataset_id: str | None = None) ->
     return out
 
 
+def _side_by_side(cfg, run_ids: dict, name: str, limit: int = 8) -> str:
+    """One PNG of the first `limit` eval faces under the evaluator's fixed degradation: degraded LR | bicubic |
+    the SR of each run | HR, with PSNRs; written under <artifact root>/recipes/. Returns its URI."""
+    from components import dataset, metrics, plots, runs, storage, upscaler
+    from components.evaluator import evaluate
+
+    scale = cfg.preprocess.scale
+    rows = evaluate.eval_split(dataset.dataset_uri(cfg.artifact_root, cfg.dataset_id))[:limit]
+    rows = evaluate.with_bicubic(evaluate.degraded_split(rows, cfg.realistic_degradation, scale), scale)
+    srs = [evaluate.super_resolve(upscaler.load(runs.read_run(cfg.artifact_root, rid)["final_generator"]), rows, limit)
+           for rid in run_ids.values()]
+    items = [{**{k: r[k] for k in ("name", "lr", "hr", "bicubic")}, "psnr_bicubic": r["bicubic_metrics"]["psnr_rgb"],
+              "sr": [sr[i] for sr in srs],
+              "psnr_sr": [metrics.all_metrics(sr[i], r["hr"], crop_border=scale)["psnr_rgb"] for sr in srs]}
+             for i, r in enumerate(rows)]
+    uri = storage.join(cfg.artifact_root, "recipes", f"{name}.png")
+    storage.write_bytes(uri, plots.comparison_grid(items, scale, sr_titles=tuple(f"{k}-trained" for k in run_ids)))
+    return uri
+
+
 def main(argv=None):
     from components.trainer.precision import speed_flags
 
@@ -92,6 +113,8 @@ def main(argv=None):
             report["runs"][mode] = _train_and_evaluate(cfg, f"recipe-{mode}-{args.steps}{crop}-{cfg.dataset_id}")
             print(json.dumps({mode: report["runs"][mode]["degraded"]["psnr_rgb"]}), file=sys.stderr)
         runs_ = report["runs"]
+        report["side_by_side_png"] = _side_by_side(cfg, {m: r["run_id"] for m, r in runs_.items()},
+                                                   f"degradation-{args.steps}{crop}")
         report["realistic_minus_bicubic_db"] = {
             split: round(runs_["realistic"][split]["psnr_rgb"] - runs_["bicubic"][split]["psnr_rgb"], 3)
             for split in ("clean", "degraded")}

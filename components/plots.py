@@ -18,33 +18,39 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def comparison_grid(rows: list[dict], scale: int = 4) -> bytes:
+def comparison_grid(rows: list[dict], scale: int = 4, sr_titles: tuple[str, ...] = ("SR",)) -> bytes:
     """PNG: one row per image, LR shown nearest-upscaled | bicubic | SR | HR, titled columns and each
     row's name and PSNR (RGB) of bicubic and SR. rows: {'name', 'lr', 'bicubic', 'sr', 'hr',
-    'psnr_bicubic', 'psnr_sr'} with uint8 HWC arrays (bicubic/sr/hr the same size)."""
+    'psnr_bicubic', 'psnr_sr'} with uint8 HWC arrays (bicubic/sr/hr the same size). Several models side by
+    side: 'sr' and 'psnr_sr' are lists, one per title in `sr_titles`."""
     from PIL import Image, ImageDraw
 
     pad, header, caption = 4, 22, 18
+    columns = (COLUMNS[0], COLUMNS[1], *sr_titles, COLUMNS[-1])
     cell_w = max(r["hr"].shape[1] for r in rows)
     cell_hs = [r["hr"].shape[0] for r in rows]
-    width = pad + len(COLUMNS) * (cell_w + pad)
+    width = pad + len(columns) * (cell_w + pad)
     height = header + sum(h + caption + pad for h in cell_hs)
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = _font(14)
-    for c, title in enumerate(COLUMNS):
+    for c, title in enumerate(columns):
         draw.text((pad + c * (cell_w + pad) + 2, 3), title, fill=(0, 0, 0), font=font)
     y = header
     for r, h in zip(rows, cell_hs):
+        srs = r["sr"] if isinstance(r["sr"], (list, tuple)) else [r["sr"]]
+        psnrs = r["psnr_sr"] if isinstance(r["psnr_sr"], (list, tuple)) else [r["psnr_sr"]]
+        if len(srs) != len(sr_titles) or len(psnrs) != len(srs):
+            raise ValueError(f"{r['name']}: {len(srs)} SR images and {len(psnrs)} PSNRs for {len(sr_titles)} titles")
         lr_big = np.repeat(np.repeat(r["lr"], scale, axis=0), scale, axis=1)
-        for c, img in enumerate((lr_big, r["bicubic"], r["sr"], r["hr"])):
+        for c, img in enumerate((lr_big, r["bicubic"], *srs, r["hr"])):
             canvas.paste(Image.fromarray(img[:h, :cell_w]), (pad + c * (cell_w + pad), y))
         y += h
         small = _font(12)
         name = str(r["name"]).rsplit("/", 1)[-1]
         while len(name) > 4 and draw.textlength(name, font=small) > cell_w - 4:
             name = "…" + name[2:]  # keep the end of the name: it is what tells images apart
-        labels = {0: name, 1: f"{r['psnr_bicubic']:.2f} dB", 2: f"{r['psnr_sr']:.2f} dB"}
+        labels = {0: name, 1: f"{r['psnr_bicubic']:.2f} dB", **{2 + i: f"{p:.2f} dB" for i, p in enumerate(psnrs)}}
         for c, text in labels.items():
             draw.text((pad + c * (cell_w + pad) + 2, y + 2), text, fill=(0, 0, 0), font=small)
         y += caption + pad
