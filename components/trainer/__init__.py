@@ -1,4 +1,4 @@
-"""trainer: SRGAN training on Ray Train (TensorflowTrainer), data-parallel over workers and devices."""
+"""trainer: SRGAN training on Ray Train (each worker given its TF_CONFIG), data-parallel over workers and devices."""
 
 from components.trainer.launcher import TrainError, run
 

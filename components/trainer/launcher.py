@@ -1,4 +1,4 @@
-"""The trainer component's driver: checks inputs, writes run.json, launches Ray Train's TensorflowTrainer.
+"""The trainer component's driver: checks inputs, writes run.json, launches Ray Train's data-parallel trainer.
 
 Works as plain `python jobs/train.py` (starts a local Ray), under `ray job submit` and in a KubeRay
 RayJob (both set RAY_ADDRESS, so `ray.init()` joins that cluster).
@@ -81,9 +81,10 @@ def run(cfg: Config) -> dict:
     import ray
     import ray.train
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.tensorflow import TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     from components.trainer.loop import train_loop_per_worker
+    from components.trainer.tf_cluster import TFClusterConfig
 
     run_json = storage.join(out, runs.RUN_JSON)
     previous = runs.read_run(cfg.artifact_root, run_id)
@@ -125,8 +126,9 @@ def run(cfg: Config) -> dict:
         ray.init(address=address, logging_level=logging.WARNING, **local, **job_env)
         started_ray = True
     fs, path = storage.pyarrow_filesystem(runs.runs_root(cfg.artifact_root))
-    trainer = TensorflowTrainer(
+    trainer = DataParallelTrainer(  # Ray's TensorflowTrainer, but its controller does not import TensorFlow
         train_loop_per_worker,
+        backend_config=TFClusterConfig(),
         train_loop_config={"train": dataclasses.asdict(t), "dataset_uri": record["dataset_uri"], "run_uri": out,
                            "schedule": schedule.to_dict(), "vgg_weights_resolved": vgg_weights,
                            "realistic_degradation": dataclasses.asdict(cfg.realistic_degradation)},

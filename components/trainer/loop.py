@@ -407,7 +407,7 @@ class WorkerLoop:
 def _strategy(world_size: int, gpus: int):
     import tensorflow as tf
 
-    if world_size > 1:  # Ray Train's TensorflowConfig has set TF_CONFIG for every worker
+    if world_size > 1:  # tf_cluster.TFClusterConfig has set TF_CONFIG for every worker
         return tf.distribute.MultiWorkerMirroredStrategy()
     devices = [d.name.replace("/physical_device:", "/") for d in tf.config.list_physical_devices("GPU")][:max(gpus, 0)]
     return tf.distribute.MirroredStrategy(devices or ["/cpu:0"])
