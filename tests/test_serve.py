@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from components import images, registry, sample_data, upscaler
-from tests.conftest import REPO, free_port, kill_processes_of
+from tests.conftest import REPO, free_port, kill_processes_of, run_cli
 from tests.serving_helpers import push_version
 
 TILE, OVERLAP = 32, 8
@@ -472,13 +472,14 @@ def test_watch_keeps_a_tf_serving_folder_in_step(s3_server, tmp_path):
     assert f"could not pull LATEST {bad}" in output and "sha256 mismatch: saved_model.pb" in output
 
 
-def test_clear_errors_before_anything_starts(tmp_path):
-    """No model yet, or a --watch given a version: one line, exit 2, and no Ray was started for it."""
+def test_clear_errors_before_anything_starts(tmp_path, capsys, monkeypatch):
+    """No model yet, or a --watch given a version: one line, exit 2, and no Ray was started for it (in this
+    process, as the user's shell would see it)."""
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     empty = str(tmp_path / "models" / "none")
-    out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "serve.py"), "--model-uri", empty],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_TMPDIR": str(tmp_path)})
+    out = run_cli(capsys, "serve", "--model-uri", empty)
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "no LATEST" in out.stderr and not os.path.exists(tmp_path / "ray")
-    out = subprocess.run([sys.executable, os.path.join(REPO, "jobs", "pull_model.py"), "--watch", "--model-uri", empty,
-                          "--output", str(tmp_path / "tfs"), "--version", "3"], capture_output=True, text=True, timeout=120)
+    assert "no LATEST" in out.stderr and "Traceback" not in out.stderr
+    assert not os.path.exists(tmp_path / "ray") and not ("ray" in sys.modules and sys.modules["ray"].is_initialized())
+    out = run_cli(capsys, "pull_model", "--watch", "--model-uri", empty, "--output", str(tmp_path / "tfs"), "--version", "3")
     assert out.returncode == 2 and "--watch follows LATEST; it takes no --version" in out.stderr
