@@ -58,7 +58,7 @@ def main():
     source = args.input or sample_data.write_sample_images()
     work = tempfile.mkdtemp(prefix="bench-preprocess-")
     try:
-        files = [f for f in storage.list_files(source) if storage.matches_extension(f, [".jpg", ".jpeg", ".png"])]
+        files = [f for f in storage.list_files(source) if storage.matches_extension(f, config.PreprocessConfig().extensions())]
         if args.limit:
             files = files[:args.limit]
         inp = os.path.join(work, "input")

@@ -81,7 +81,7 @@ def main():
     work = tempfile.mkdtemp(prefix="bench-patches-")
     try:
         files = sorted(f for f in storage.list_files(args.input)
-                       if storage.matches_extension(f, [".jpg", ".jpeg", ".png"]))[:args.limit or None]
+                       if storage.matches_extension(f, config.PreprocessConfig().extensions()))[:args.limit or None]
         inp = os.path.join(work, "input")
         os.makedirs(inp)
         for f in files:  # a folder of links, so every side sees exactly these files

@@ -23,9 +23,11 @@ import sys
 import tempfile
 import time
 
+from components.config import PreprocessConfig
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACES = os.path.join(os.path.dirname(REPO), "shared", "data", "faces-dev")
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+EXTENSIONS = tuple(PreprocessConfig().extensions())  # what the job reads
 
 
 def source_images(folder: str) -> list[str]:

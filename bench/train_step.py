@@ -204,7 +204,7 @@ def ray_rates(root: str, dataset_id: str, steps: int, repeats: int = 1) -> dict:
     """The real launcher with 1 worker x 2 CPUs and 2 workers x 1 CPU, alternating, `repeats` times each;
     img/s from the runs' own progress records. The ratio is taken per pair (runs next to each other see
     the same machine weather); median and spread over the pairs."""
-    from components import config, storage, trainer
+    from components import config, runs, trainer
 
     rates = {1: [], 2: []}
     walls = {1: [], 2: []}
@@ -218,8 +218,9 @@ def ray_rates(root: str, dataset_id: str, steps: int, repeats: int = 1) -> dict:
             start = time.perf_counter()
             trainer.run(cfg)
             walls[workers].append(round(time.perf_counter() - start, 1))
-            rows = [json.loads(x) for x in storage.read_text(storage.join(root, "runs", cfg.run_id, "history.jsonl")).splitlines()]
-            rates[workers].append(round([r["images_per_second"] for r in rows if r["event"] == "train"][-1], 2))
+            rows = runs.read_history(root, cfg.run_id)
+            rates[workers].append(round([r["images_per_second"] for r in rows if r["event"] == "train"
+                                         and r.get("images_per_second") is not None][-1], 2))
             print(f"ray run {rep + 1}/{repeats}, {workers} worker(s): {rates[workers][-1]} img/s", file=sys.stderr)
     ratios = sorted(round(b / a, 3) for a, b in zip(rates[1], rates[2]))
     return {"1_worker_x_2_cpus": {"images_per_s": rates[1], "wall_seconds_incl_startup": walls[1]},

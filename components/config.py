@@ -43,6 +43,10 @@ class PreprocessConfig:
     max_patches_per_image: Optional[int] = None  # if set: at most this many per photo, evenly spaced
     max_eval_pixels: int = 1048576  # eval photo larger than this (width x height): center-cropped to fit
 
+    def extensions(self) -> list[str]:
+        """`image_extensions` as a list: the file endings the preprocess component reads."""
+        return [e.strip() for e in self.image_extensions.split(",") if e.strip()]
+
 
 @dataclass
 class TrainConfig:

@@ -19,6 +19,7 @@ import json
 from components import storage
 
 RUN_JSON, HISTORY, GENERATOR, PIPELINE_JSON, EVAL = "run.json", "history.jsonl", "generator.keras", "pipeline.json", "eval"
+METRICS_JSON = "metrics.json"  # in an eval folder, with per_image.csv, grids/ and the decision
 BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
 METRIC_GROUPS = ("loss", "d")  # metric names are "<group>/<name>"
 
@@ -81,6 +82,11 @@ def decision(eval_folder: str) -> dict | None:
         if storage.exists(uri):
             return storage.read_json(uri)
     return None
+
+
+def read_metrics(eval_folder: str) -> dict:
+    """An eval folder's metrics.json (the evaluator's result, 'decision' included)."""
+    return storage.read_json(storage.join(eval_folder, METRICS_JSON))
 
 
 def find_generator(uri: str) -> str | None:

@@ -140,7 +140,13 @@ def test_two_workers_match_one_worker(tiny_dataset, tmp_path, ray_cluster):
     evals = [r for r in rows if r["event"] == "eval"]
     assert evals and all(np.isfinite(r["psnr_fixed_batch"]) for r in evals)
     assert os.path.isfile(os.path.join(root, "runs", "one-worker", "samples", "step-00000006.png"))
-    assert [n for n in os.listdir(os.path.join(root, "runs", "one-worker", "logs")) if "tfevents" in n]
+    events = [n for n in os.listdir(os.path.join(root, "runs", "one-worker", "logs")) if "tfevents" in n]
+    assert events
+    import tensorflow as tf  # TensorBoard's tags are the names history.jsonl uses: one name per metric
+
+    tags = {v.tag for e in tf.compat.v1.train.summary_iterator(os.path.join(root, "runs", "one-worker", "logs", events[0]))
+            for v in e.summary.value}
+    assert {"loss/g_pixel", "images_per_second", "psnr_fixed_batch"} <= tags <= set().union(*rows), tags
 
 
 @pytest.mark.slow

@@ -272,7 +272,7 @@ def run(cfg: Config) -> dict:
     existing = runs.decision(out)
     if existing and not cfg.force:
         log.info("%s: already evaluated (%s); --force re-evaluates", out, existing["decision"])
-        return storage.read_json(storage.join(out, "metrics.json"))
+        return runs.read_metrics(out)
     started = time.time()
     dataset_uri = dataset.dataset_uri(cfg.artifact_root, dataset_id)
     rows = with_bicubic(eval_split(dataset_uri), scale)
@@ -374,7 +374,7 @@ def run(cfg: Config) -> dict:
         curve = plots.loss_curve(runs.read_history(cfg.artifact_root, cfg.run_id)) if cfg.run_id else None
         if curve:
             put("loss_curve.png", curve)
-        put("metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+        put(runs.METRICS_JSON, json.dumps(result, indent=2, sort_keys=True) + "\n")
         put(result["decision"], json.dumps({"decision": result["decision"], "reasons": reasons}, indent=2) + "\n")
     log.debug("%s: %s", result["decision"], "; ".join(reasons))  # the jobs print the decision, once
     log.info("PSNR (RGB) %.3f dB vs bicubic %.3f dB (%+.3f); metrics and grids in %s", summary["psnr_rgb"],

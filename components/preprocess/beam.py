@@ -102,9 +102,15 @@ def check_crop_config(cfg: PreprocessConfig) -> None:
                               f"got {cfg.max_eval_pixels}")
 
 
+def eval_rank(relpath: str) -> tuple:
+    """Order of the eval_count choice: the lowest split hashes (ties by path) go to eval, so the set stays
+    stable when other files come and go."""
+    return split_hash(relpath), relpath
+
+
 def eval_by_count(relpaths: list[str], count: int) -> set[str]:
-    """The `count` paths with the lowest split hashes: stable when other files come and go."""
-    return set(sorted(relpaths, key=lambda r: (split_hash(r), r))[:count])
+    """The `count` paths the job puts in eval (it takes them with a bounded combiner on `eval_rank`)."""
+    return set(sorted(relpaths, key=eval_rank)[:count])
 
 
 def split_of(relpath: str, cfg: PreprocessConfig, eval_set: set[str] | None = None) -> str:
@@ -115,7 +121,7 @@ def split_of(relpath: str, cfg: PreprocessConfig, eval_set: set[str] | None = No
 
 def plan_inputs(input_uri: str, cfg: PreprocessConfig) -> tuple[list[InputFile], list[str]]:
     """(image files with their checksums, files ignored for their extension)."""
-    extensions = [e.strip() for e in cfg.image_extensions.split(",") if e.strip()]
+    extensions = cfg.extensions()
     try:
         listed = storage.list_files(input_uri)
     except storage.StorageError as exc:
@@ -427,7 +433,7 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
         eval_side = {}
     else:
         eval_paths = (accepted_paths
-                      | "EvalSet" >> beam.combiners.Top.Smallest(cfg.eval_count, key=lambda r: (split_hash(r), r)))
+                      | "EvalSet" >> beam.combiners.Top.Smallest(cfg.eval_count, key=eval_rank))
         eval_side = {"eval_paths": beam.pvalue.AsSingleton(eval_paths)}
     counts = (accepted_paths
               | "PathAsKey" >> beam.Map(lambda r: (r, None))
@@ -565,7 +571,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         with storage.staged_output(out_uri, dataset.MARKER) as out_dir:
             pipeline = beam.Pipeline(options=options)
             build_pipeline(pipeline, files, pcfg, out_dir, work_dir)
-            log.info("pipeline: decode %d files -> spill -> analyze (train) -> transform + write; "
+            log.info("beam job: decode %d files -> spill -> analyze (train) -> transform + write; "
                      "spill and temporary files in %s", len(files), work_dir)
             result = pipeline.run()
             result.wait_until_finish()

@@ -93,7 +93,7 @@ def run(cfg: Config) -> dict:
             registry.update_latest(root)
         return {**previous, "uri": uri, "already_pushed": True}
 
-    eval_metrics = storage.read_json(storage.join(eval_folder, "metrics.json"))
+    eval_metrics = runs.read_metrics(eval_folder)
     rule = eval_metrics.get("bless_rule", "psnr")  # metrics.json before 2026-11-25: always the PSNR rule
     known = registry.versions(root)
     if known:  # a model name keeps the rule its versions were blessed by

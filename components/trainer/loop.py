@@ -330,7 +330,7 @@ class WorkerLoop:
     def _progress_line(self, phase: str) -> None:
         step = self.step
         means, rate, eta = self.progress.take(step)
-        self.outputs.scalars(step, {**means, **({"perf/images_per_second": rate} if rate is not None else {})})
+        self.outputs.scalars(step, {**means, **({"images_per_second": rate} if rate is not None else {})})
         log.info("step %d/%d %s epoch %d | %s | %s img/s | ETA %s", step, self.schedule.total, phase,
                  step // self.schedule.steps_per_epoch, " ".join(f"{k} {v:.4g}" for k, v in sorted(means.items())),
                  "--" if rate is None else f"{rate:.1f}", logs.eta(eta))
@@ -357,7 +357,7 @@ class WorkerLoop:
         sr = models.to_uint8(self.generator(self.fixed["lr"], training=False)).numpy()
         psnrs = self._fixed_psnrs(sr)
         psnr, bicubic_psnr = float(psnrs.mean()), float(self.bicubic_psnrs.mean())
-        self.outputs.scalars(self.step, {"eval/psnr_fixed_batch": psnr, "eval/psnr_bicubic_fixed_batch": bicubic_psnr})
+        self.outputs.scalars(self.step, {"psnr_fixed_batch": psnr, "psnr_bicubic_fixed_batch": bicubic_psnr})
         self.outputs.append({"event": "eval", "step": self.step, "psnr_fixed_batch": psnr,
                              "psnr_bicubic_fixed_batch": bicubic_psnr})
         rows = [{"name": f"fixed-{i}", "lr": lr, "bicubic": bic, "sr": s, "hr": hr, "psnr_bicubic": pb, "psnr_sr": ps}
