@@ -13,8 +13,8 @@ from tests.conftest import REPO, shared_data
 sys.path.insert(0, os.path.join(REPO, "k8s"))
 import validate  # noqa: E402  (k8s/validate.py)
 
-# kubectl kustomize of five kustomizations and the schema checks take about a minute: the full suite, not the edit loop
-pytestmark = pytest.mark.slow
+# kubectl kustomize of five kustomizations and the schema checks of what they build: the full suite (slow).
+# The edit loop runs the Dockerfile checks, which need neither.
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +31,7 @@ def _kinds(docs):
     return sorted(d["kind"] for d in docs)
 
 
+@pytest.mark.slow
 def test_every_overlay_builds_and_validates(built, crds):
     for k, docs in built.items():
         assert validate.validate_docs(docs, crds) == [], k
@@ -47,6 +48,7 @@ def test_every_overlay_builds_and_validates(built, crds):
     assert all(d["metadata"]["namespace"] == "srgan" for d in built["k8s/overlays/gpu-cloud"])
 
 
+@pytest.mark.slow
 def test_the_script_runs_clean(crds):
     out = subprocess.run([sys.executable, os.path.join(REPO, "k8s", "validate.py"), "--crd-dir",
                           shared_data("k8s", "kuberay-v1.7.0")], capture_output=True, text=True, timeout=300)
@@ -63,6 +65,7 @@ def _template(docs):
     return yaml.safe_load(cm["data"]["rayjob.yaml"])
 
 
+@pytest.mark.slow
 def test_what_the_manifests_promise(built):
     docs = built["k8s/overlays/gpu-cloud"]
     job = _one(docs, "RayJob")
@@ -95,6 +98,7 @@ def _broken(built, mutate, kind="RayJob"):
     return docs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,mutate,expected", [
     ("RayJob", lambda d: d["spec"].__setitem__("shutdownAfterJobFinish", True), "shutdownAfterJobFinish"),
     ("RayJob", lambda d: d["spec"]["rayClusterSpec"]["workerGroupSpecs"][0].__setitem__("replicas", "two"),
@@ -121,6 +125,7 @@ def test_broken_copies_are_caught(built, crds, kind, mutate, expected):
     assert errors and any(expected in e for e in errors), errors
 
 
+@pytest.mark.slow
 def test_broken_template_inside_a_configmap_is_caught(built, crds):
     docs = copy.deepcopy(built["k8s/overlays/gpu-cloud"])
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("srgan-retrain-template"))
@@ -133,6 +138,7 @@ def test_broken_template_inside_a_configmap_is_caught(built, crds):
     assert any("srgan-retrain-template" in e and "--pretrain-stepz" in e for e in errors), errors
 
 
+@pytest.mark.slow
 def test_all_project_pods_use_one_image(built, crds):
     template = _template(built["k8s/overlays/gpu-cloud"])
     worker = template["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
@@ -145,6 +151,7 @@ def test_all_project_pods_use_one_image(built, crds):
     assert any("use different images" in e and "srgan-pipeline:0.0.9" in e for e in errors), errors
 
 
+@pytest.mark.slow
 def test_a_secret_with_data_is_refused(built, crds):
     docs = copy.deepcopy(built["k8s/base"]) + [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "leak"}, "stringData": {"k": "v"}}]
@@ -173,6 +180,7 @@ def _set_serve_config(doc, mutate):
     doc["spec"]["serveConfigV2"] = yaml.safe_dump(cfg)
 
 
+@pytest.mark.slow
 def test_what_the_serving_manifests_promise(built):
     docs = built["k8s/overlays/gpu-cloud"]
     service = _one(docs, "RayService")
@@ -201,6 +209,7 @@ def _broken_in(built, overlay, kind, mutate):
     return docs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overlay,kind,mutate,expected", [
     ("k8s/overlays/gpu-cloud", "RayService",
      lambda d: _set_serve_config(d, lambda a: a.__setitem__("import_pth", a.pop("import_path"))),
