@@ -184,6 +184,18 @@ def s3_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """The built-in sample (tiles of scikit-image photos), preprocessed once: (artifact root, dataset id)."""
+    from components import config, preprocess, sample_data
+
+    root = str(tmp_path_factory.mktemp("train-root"))
+    cfg = config.Config(artifact_root=root, input=sample_data.write_sample_images())
+    cfg.preprocess.eval_count = 8
+    info = preprocess.run(cfg, [])
+    return root, info["dataset_id"]
+
+
+@pytest.fixture(scope="session")
 def photos_dir(tmp_path_factory):
     """Real photos from the scikit-image package, as files of several formats."""
     from PIL import Image

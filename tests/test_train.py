@@ -15,22 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from components import config, dataset, preprocess, sample_data, storage
+from components import dataset, storage
 from tests.conftest import REPO, kill_processes_of, onednn_requested, run_cli
 
 TINY = ["--generator-width", "8", "--generator-blocks", "2", "--discriminator-width", "8",
         "--discriminator-dense", "16", "--vgg-weights", "none", "--vgg-layer", "block2_conv2",
         "--global-batch-size", "4", "--log-every-seconds", "2", "--cpus-per-worker", "1"]
-
-
-@pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory):
-    """The built-in sample (tiles of scikit-image photos), preprocessed once."""
-    root = str(tmp_path_factory.mktemp("train-root"))
-    cfg = config.Config(artifact_root=root, input=sample_data.write_sample_images())
-    cfg.preprocess.eval_count = 8
-    info = preprocess.run(cfg, [])
-    return root, info["dataset_id"]
 
 
 def _env(tmp_path):

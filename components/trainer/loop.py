@@ -1,8 +1,8 @@
 """What every Ray Train worker runs: build, restore, run each phase, checkpoint, publish outputs.
 
-`train_loop_per_worker(config)` is the whole of it:
+`train_loop_per_worker(config)` is the whole of it (`run_worker` with Ray Train's session):
 
-    loop = WorkerLoop(config)   # config, rank, schedule (computed once by the launcher)
+    loop = WorkerLoop(config, session)  # config, rank, schedule (computed once by the launcher)
     loop.build()                # strategy, models, optimizers, the distributed steps
     loop.restore()              # the latest checkpoint, else a warm start, else step 0
     for phase in PHASES:
@@ -14,10 +14,14 @@ Train reports that a node of the run is being preempted (a spot reclaim, a drain
 SIGTERM means for a pod). Ray Train V2 runs this function in a thread, where no signal handler can be
 installed, so preemption arrives through `ray.train.get_preemption_info()`, a barrier across workers:
 every worker asks at the same steps, every `preemption_check_every_steps`.
+
+Ray Train is reached only through a `RaySession` (rank, the checkpoint to resume from, reports, preemption
+news), so the loop's parts also run in a plain process with another session (tests/test_loop.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -155,24 +159,56 @@ class RunOutputs:
         self.pending.clear()
 
 
+class RaySession:
+    """The loop's one contact with Ray Train: who this worker is, the checkpoint to resume from, reports
+    (a barrier: every worker reports each checkpoint; rank 0's carries the files) and preemption news."""
+
+    def __init__(self):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+
+    @contextlib.contextmanager
+    def latest_checkpoint(self):
+        """The folder of the checkpoint to resume from, or None."""
+        import ray.train
+
+        restored = ray.train.get_checkpoint()
+        if restored is None:
+            yield None
+            return
+        with restored.as_directory() as d:
+            yield d
+
+    def report(self, metrics: dict, folder: str | None = None, name: str | None = None) -> None:
+        import ray.train
+
+        if folder is None:
+            ray.train.report(metrics)
+        else:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=name)
+
+    def preempted(self) -> bool:
+        import ray.train
+
+        return ray.train.get_preemption_info() is not None
+
+
 class WorkerLoop:
     """One worker's training run; see the module docstring for the order of its parts."""
 
-    def __init__(self, config: dict):
-        import ray.train
-
+    def __init__(self, config: dict, session):
         from components.config import TrainConfig
-        from components.logs import setup_logging
 
-        setup_logging(ray_worker=True)  # the worker's own process: our lines in our format, not absl's/TF's
         self.cfg = TrainConfig(**{f.name: config["train"][f.name] for f in fields(TrainConfig)})
         self.schedule = Schedule(**config["schedule"])
         self.dataset_uri, self.run_uri = config["dataset_uri"], config["run_uri"]
         self.vgg_weights = config.get("vgg_weights_resolved")
         from components.config import RealisticDegradation
         self.realistic = RealisticDegradation(**config["realistic_degradation"])
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.session = session
+        self.rank, self.world = self.session.rank, self.session.world
         self.step, self.metrics = 0, {}
         self.preemption_saved = self.warned_cadence = False
         self.progress_lines = 0
@@ -188,8 +224,12 @@ class WorkerLoop:
         from components.trainer.step import SRGANSteps
 
         cfg = self.cfg
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, cfg.cpus_per_worker))
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.cpus_per_worker))
+        try:  # a Ray worker's TensorFlow starts here; a process that already ran TensorFlow keeps its pools
+            tf.config.threading.set_intra_op_parallelism_threads(max(1, cfg.cpus_per_worker))
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.cpus_per_worker))
+        except RuntimeError:
+            log.warning("TensorFlow already runs in this process: its thread pools stay as they are, not "
+                        "cpus_per_worker=%d", cfg.cpus_per_worker)
         gpus = tf.config.list_physical_devices("GPU")[:max(cfg.gpus_per_worker, 0)]
         self.precision, self.precision_reason = precision.resolve(cfg.precision, gpus)
         self.onednn_kernels = precision.onednn_kernels()
@@ -229,16 +269,13 @@ class WorkerLoop:
 
     def restore(self) -> None:
         """Resume from Ray Train's latest checkpoint, else warm-start the generator, else start at 0."""
-        import ray.train
-
         from components import metrics, models
         from components.trainer import checkpoint, input_fn
 
         restores, resumed = 0, False
-        restored = ray.train.get_checkpoint()
-        if restored:
-            with restored.as_directory() as d:
-                arrays, meta = checkpoint.load(d, self.state)
+        with self.session.latest_checkpoint() as d:
+            arrays, meta = checkpoint.load(d, self.state) if d else (None, None)
+        if arrays is not None:
             self.state.assign(arrays)
             self.step, restores, resumed = meta["step"], meta.get("restores", 0), True
             log.info("rank %d: resumed from the checkpoint at step %d", self.rank, self.step)
@@ -316,12 +353,10 @@ class WorkerLoop:
     def _preempted(self) -> bool:
         """Ray Train's preemption news, asked every `preemption_check_every_steps` (a barrier: every worker
         asks at the same steps); True once."""
-        import ray.train
-
         every = self.cfg.preemption_check_every_steps
         if self.preemption_saved or not every or self.step % every:
             return False
-        if ray.train.get_preemption_info() is None:
+        if not self.session.preempted():
             return False
         log.warning("rank %d: a node of this run is being preempted: checkpointing at step %d", self.rank, self.step)
         self.preemption_saved = True
@@ -369,8 +404,6 @@ class WorkerLoop:
 
     def checkpoint(self, reason: str) -> None:
         """Every worker reports (Ray Train's barrier); rank 0 writes the state and publishes its outputs."""
-        import ray.train
-
         from components.trainer import checkpoint
 
         step, s = self.step, self.schedule
@@ -383,14 +416,13 @@ class WorkerLoop:
                 "onednn_kernels": self.onednn_kernels}
         payload = {**{k: float(v) for k, v in self.metrics.items()}, **meta}
         if self.rank != 0:
-            ray.train.report(payload)
+            self.session.report(payload)
             return
         with tempfile.TemporaryDirectory() as d:
             checkpoint.save(d, self.last_good, meta)
             self.outputs.append({"event": "checkpoint", **payload})
             self.outputs.publish()
-            ray.train.report(payload, checkpoint=ray.train.Checkpoint.from_directory(d),
-                             checkpoint_dir_name=f"checkpoint_{step:08d}")
+            self.session.report(payload, d, f"checkpoint_{step:08d}")
 
     def finish(self) -> None:
         """Rank 0: the final generator.keras and the 'done' row."""
@@ -414,7 +446,15 @@ def _strategy(world_size: int, gpus: int):
 
 
 def train_loop_per_worker(config: dict) -> None:
-    loop = WorkerLoop(config)
+    """Ray Train's entry point (one argument, as Ray Train requires)."""
+    from components.logs import setup_logging
+
+    setup_logging(ray_worker=True)  # the worker's own process: our lines in our format, not absl's/TF's
+    run_worker(config, RaySession())
+
+
+def run_worker(config: dict, session) -> None:
+    loop = WorkerLoop(config, session)
     loop.build()
     loop.restore()
     for phase in PHASES:
