@@ -158,7 +158,7 @@ def test_a_secret_with_data_is_refused(built, crds):
     assert any("credentials must not be committed" in e for e in validate.validate_docs(docs, crds))
 
 
-def test_dockerfile_static_checks(tmp_path, monkeypatch):
+def test_dockerfile_static_checks(tmp_path):
     assert validate.dockerfile_errors() == []
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM rayproject/ray:latest\nCOPY nothing_here/ x/\nRUN pip install tensorflow\n")

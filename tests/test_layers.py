@@ -6,10 +6,7 @@ modules)."""
 from __future__ import annotations
 
 import ast
-import json
 import os
-import subprocess
-import sys
 
 from tests.conftest import REPO
 
@@ -103,25 +100,3 @@ def test_no_module_reaches_into_another_components_internals():
                 reaches.append(f"{module} -> {dep}")
     assert reaches == [], reaches
 
-
-def test_ray_trains_controller_gets_our_backend_without_tensorflow():
-    """Ray Train's controller unpickles the backend config: ours must not pull TensorFlow into that process
-    (Ray's TensorflowConfig did, through its package), and it gives each worker the TF_CONFIG of the cluster."""
-    code = """if True:
-        import json, os, pickle, sys
-        from components.trainer import tf_cluster
-        config = pickle.loads(pickle.dumps(tf_cluster.TFClusterConfig()))
-        tf_cluster._set_tf_config(["10.0.0.1:1234", "10.0.0.2:5678"], 1)
-        print(json.dumps({"backend": config.backend_cls.__name__, "framework": str(config.framework),
-                          "tensorflow_loaded": "tensorflow" in sys.modules, "tf_config": json.loads(os.environ["TF_CONFIG"]),
-                          "address": tf_cluster._worker_address()}))
-    """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-2000:]
-    got = json.loads(out.stdout.strip().splitlines()[-1])
-    assert got["backend"] == "_TFClusterBackend" and "TENSORFLOW" in got["framework"]
-    assert got["tensorflow_loaded"] is False
-    assert got["tf_config"] == {"cluster": {"worker": ["10.0.0.1:1234", "10.0.0.2:5678"]},
-                                "task": {"type": "worker", "index": 1}}
-    host, port = got["address"].rsplit(":", 1)
-    assert host and 0 < int(port) < 65536

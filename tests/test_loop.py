@@ -1,13 +1,17 @@
 """The training loop's parts run alone, in this process, with a session that keeps checkpoints in a folder
 instead of Ray Train: build, restore, a phase, checkpoints (preemption, epoch end, phase end), resume, finish.
-(`run_worker` chains the same parts; the Ray tests in test_train.py run it through Ray Train.)"""
+(`run_worker` chains the same parts; the Ray tests in test_train.py run it through Ray Train.) And the
+backend that gives Ray Train's workers their TF_CONFIG."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 
@@ -15,6 +19,7 @@ from components import dataset, runs
 from components.config import RealisticDegradation, TrainConfig
 from components.trainer.loop import WorkerLoop
 from components.trainer.schedule import Schedule
+from tests.conftest import REPO
 
 
 class FolderSession:
@@ -88,3 +93,26 @@ def test_the_loop_parts_run_alone_then_resume_and_finish(tiny_dataset, tmp_path)
     assert [r["step"] for r in history if r["event"] == "resume"] == [6]
     assert history[-1]["event"] == "done" and history[-1]["step"] == 8
     assert os.path.isfile(os.path.join(run_uri, runs.GENERATOR))
+
+
+def test_ray_trains_controller_gets_our_backend_without_tensorflow():
+    """Ray Train's controller unpickles the backend config: ours must not pull TensorFlow into that process
+    (Ray's TensorflowConfig did, through its package), and it gives each worker the TF_CONFIG of the cluster."""
+    code = """if True:
+        import json, os, pickle, sys
+        from components.trainer import tf_cluster
+        config = pickle.loads(pickle.dumps(tf_cluster.TFClusterConfig()))
+        tf_cluster._set_tf_config(["10.0.0.1:1234", "10.0.0.2:5678"], 1)
+        print(json.dumps({"backend": config.backend_cls.__name__, "framework": str(config.framework),
+                          "tensorflow_loaded": "tensorflow" in sys.modules, "tf_config": json.loads(os.environ["TF_CONFIG"]),
+                          "address": tf_cluster._worker_address()}))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["backend"] == "_TFClusterBackend" and "TENSORFLOW" in got["framework"]
+    assert got["tensorflow_loaded"] is False
+    assert got["tf_config"] == {"cluster": {"worker": ["10.0.0.1:1234", "10.0.0.2:5678"]},
+                                "task": {"type": "worker", "index": 1}}
+    host, port = got["address"].rsplit(":", 1)
+    assert host and 0 < int(port) < 65536

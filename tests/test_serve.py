@@ -475,6 +475,11 @@ def test_watch_keeps_a_tf_serving_folder_in_step(s3_server, tmp_path):
 def test_clear_errors_before_anything_starts(tmp_path, capsys, monkeypatch):
     """No model yet, or a --watch given a version: one line, exit 2, and no Ray was started for it (in this
     process, as the user's shell would see it)."""
+    import ray
+
+    def no_ray(*args, **kwargs):  # a regression must fail here, not start Ray and serve forever in pytest
+        raise AssertionError("the job started Ray before checking its input")
+    monkeypatch.setattr(ray, "init", no_ray)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     empty = str(tmp_path / "models" / "none")
     out = run_cli(capsys, "serve", "--model-uri", empty)

@@ -224,12 +224,6 @@ class WorkerLoop:
         from components.trainer.step import SRGANSteps
 
         cfg = self.cfg
-        try:  # a Ray worker's TensorFlow starts here; a process that already ran TensorFlow keeps its pools
-            tf.config.threading.set_intra_op_parallelism_threads(max(1, cfg.cpus_per_worker))
-            tf.config.threading.set_inter_op_parallelism_threads(max(1, cfg.cpus_per_worker))
-        except RuntimeError:
-            log.warning("TensorFlow already runs in this process: its thread pools stay as they are, not "
-                        "cpus_per_worker=%d", cfg.cpus_per_worker)
         gpus = tf.config.list_physical_devices("GPU")[:max(cfg.gpus_per_worker, 0)]
         self.precision, self.precision_reason = precision.resolve(cfg.precision, gpus)
         self.onednn_kernels = precision.onednn_kernels()
@@ -447,9 +441,16 @@ def _strategy(world_size: int, gpus: int):
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's entry point (one argument, as Ray Train requires)."""
+    import tensorflow as tf
+
     from components.logs import setup_logging
 
-    setup_logging(ray_worker=True)  # the worker's own process: our lines in our format, not absl's/TF's
+    # The worker's own process: our lines in our format (not absl's/TF's), and TensorFlow's thread pools
+    # sized to the worker's CPUs before TensorFlow starts (run_worker in another process leaves them alone).
+    setup_logging(ray_worker=True)
+    cpus = max(1, int(config["train"]["cpus_per_worker"]))
+    tf.config.threading.set_intra_op_parallelism_threads(cpus)
+    tf.config.threading.set_inter_op_parallelism_threads(cpus)
     run_worker(config, RaySession())
 
 
