@@ -136,7 +136,9 @@ def test_two_workers_match_one_worker(tiny_dataset, tmp_path, ray_cluster):
 
     tags = {v.tag for e in tf.compat.v1.train.summary_iterator(os.path.join(root, "runs", "one-worker", "logs", events[0]))
             for v in e.summary.value}
-    assert {"loss/g_pixel", "images_per_second", "psnr_fixed_batch"} <= tags <= set().union(*rows), tags
+    # the last step's progress line (GAN losses, rate) and the evals are always written; pretrain lines only
+    # when log_every_seconds passed during it
+    assert {"loss/g_total", "images_per_second", "psnr_fixed_batch"} <= tags <= set().union(*rows), tags
 
 
 @pytest.mark.slow
