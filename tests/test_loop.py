@@ -6,7 +6,6 @@ backend that gives Ray Train's workers their TF_CONFIG."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import numpy as np
 
 from components import dataset, runs
 from components.config import RealisticDegradation, TrainConfig
-from components.trainer.loop import WorkerLoop
+from components.trainer.loop import WorkerLoop, worker_config
 from components.trainer.schedule import Schedule
 from tests.conftest import REPO
 
@@ -51,9 +50,9 @@ def _config(root, dataset_id, run_uri):
                     vgg_weights="none", content_loss="pixel", global_batch_size=4, cpus_per_worker=1,
                     log_every_seconds=1e9, checkpoint_every_steps=0, preemption_check_every_steps=2,
                     pretrain_steps=6, gan_steps=2, steps_per_epoch=5)
-    return {"train": dataclasses.asdict(t), "dataset_uri": dataset.dataset_uri(root, dataset_id), "run_uri": run_uri,
-            "schedule": Schedule(steps_per_epoch=5, pretrain_steps=6, gan_steps=2).to_dict(),
-            "vgg_weights_resolved": None, "realistic_degradation": dataclasses.asdict(RealisticDegradation())}
+    schedule = Schedule.from_config(t, num_train=1)  # steps_per_epoch is given: the record count does not matter
+    assert schedule == Schedule(steps_per_epoch=5, pretrain_steps=6, gan_steps=2)
+    return worker_config(t, schedule, dataset.dataset_uri(root, dataset_id), run_uri, None, RealisticDegradation())
 
 
 def test_the_loop_parts_run_alone_then_resume_and_finish(tiny_dataset, tmp_path):

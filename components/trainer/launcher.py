@@ -83,7 +83,7 @@ def run(cfg: Config) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
-    from components.trainer.loop import train_loop_per_worker
+    from components.trainer.loop import train_loop_per_worker, worker_config
     from components.trainer.tf_cluster import TFClusterConfig
 
     run_json = storage.join(out, runs.RUN_JSON)
@@ -129,9 +129,7 @@ def run(cfg: Config) -> dict:
     trainer = DataParallelTrainer(  # Ray's TensorflowTrainer, but its controller does not import TensorFlow
         train_loop_per_worker,
         backend_config=TFClusterConfig(),
-        train_loop_config={"train": dataclasses.asdict(t), "dataset_uri": record["dataset_uri"], "run_uri": out,
-                           "schedule": schedule.to_dict(), "vgg_weights_resolved": vgg_weights,
-                           "realistic_degradation": dataclasses.asdict(cfg.realistic_degradation)},
+        train_loop_config=worker_config(t, schedule, record["dataset_uri"], out, vgg_weights, cfg.realistic_degradation),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": t.cpus_per_worker,
                                                            **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}),

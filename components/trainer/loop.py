@@ -27,7 +27,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 from components import logs, runs
 from components.trainer.schedule import PHASES, Schedule
@@ -437,6 +437,13 @@ def _strategy(world_size: int, gpus: int):
         return tf.distribute.MultiWorkerMirroredStrategy()
     devices = [d.name.replace("/physical_device:", "/") for d in tf.config.list_physical_devices("GPU")][:max(gpus, 0)]
     return tf.distribute.MirroredStrategy(devices or ["/cpu:0"])
+
+
+def worker_config(train, schedule: Schedule, dataset_uri: str, run_uri: str, vgg_weights, realistic) -> dict:
+    """What the launcher hands every worker (plain values: Ray pickles it), in the shape WorkerLoop reads.
+    `train` a TrainConfig, `realistic` a RealisticDegradation, `vgg_weights` as losses.resolve_vgg_weights gives."""
+    return {"train": asdict(train), "dataset_uri": dataset_uri, "run_uri": run_uri, "schedule": schedule.to_dict(),
+            "vgg_weights_resolved": vgg_weights, "realistic_degradation": asdict(realistic)}
 
 
 def train_loop_per_worker(config: dict) -> None:
