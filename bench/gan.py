@@ -115,9 +115,8 @@ def main(argv=None):
     record = trainer.run(cfg)
     report["train_seconds_incl_ray_start"] = round(time.time() - started, 1)
     history = runs.read_history(args.artifact_root, cfg.run_id)
-    rows = [h for h in history if h.get("event") == "train" and h.get("phase") == "gan"
-            and h.get("images_per_second") is not None]  # None: a line before any step was timed
-    report["images_per_second"] = round(rows[-1]["images_per_second"], 3) if rows else None
+    rates = runs.measured_rates(history, "gan")
+    report["images_per_second"] = round(rates[-1], 3) if rates else None
     report["d_accuracy"] = runs.phase_thirds(history, "gan", ("d/accuracy_real", "d/accuracy_fake"))
     report["nonfinite_steps"] = record.get("final_metrics", {}).get("nonfinite_steps")
     report["g_terms_weighted"] = runs.phase_thirds(  # each term as it enters the total: does one dwarf the rest?

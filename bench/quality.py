@@ -87,8 +87,7 @@ def main(argv=None):
         result = evaluator.run(cfg)
         pushed = pusher.run(cfg) if result["decision"] == runs.BLESSED else None
         history = runs.read_history(args.artifact_root, cfg.run_id)
-        rates = [h["images_per_second"] for h in history if h.get("event") == "train"
-                 and h.get("images_per_second") is not None]  # None: a line before any step was timed
+        rates = runs.measured_rates(history)
         report["phases"][name] = {
             "run_id": cfg.run_id, "steps": pre + gan, "seconds_incl_ray_start": round(seconds, 1),
             "images_per_second": round(rates[-1], 2) if rates else None,

@@ -218,9 +218,7 @@ def ray_rates(root: str, dataset_id: str, steps: int, repeats: int = 1) -> dict:
             start = time.perf_counter()
             trainer.run(cfg)
             walls[workers].append(round(time.perf_counter() - start, 1))
-            rows = runs.read_history(root, cfg.run_id)
-            rates[workers].append(round([r["images_per_second"] for r in rows if r["event"] == "train"
-                                         and r.get("images_per_second") is not None][-1], 2))
+            rates[workers].append(round(runs.measured_rates(runs.read_history(root, cfg.run_id))[-1], 2))
             print(f"ray run {rep + 1}/{repeats}, {workers} worker(s): {rates[workers][-1]} img/s", file=sys.stderr)
     ratios = sorted(round(b / a, 3) for a, b in zip(rates[1], rates[2]))
     return {"1_worker_x_2_cpus": {"images_per_s": rates[1], "wall_seconds_incl_startup": walls[1]},

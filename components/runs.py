@@ -96,6 +96,13 @@ def find_generator(uri: str) -> str | None:
     return candidate if storage.exists(candidate) else None
 
 
+def measured_rates(history: list[dict], phase: str | None = None) -> list[float]:
+    """images/s of the train rows of history.jsonl (of one phase, if given), in order; rows written before any
+    step was timed (a run's first line) carry None and are left out."""
+    return [h["images_per_second"] for h in history if h.get("event") == "train"
+            and (phase is None or h.get("phase") == phase) and h.get("images_per_second") is not None]
+
+
 def phase_thirds(history: list[dict], phase: str, keys: tuple[str, ...]) -> dict:
     """{key: {first_third, last_third, min, max}} over a phase's train rows of history.jsonl: how a metric
     moved over the phase (e.g. the discriminator's accuracy: a collapse shows as 1.0 in the last third)."""

@@ -32,6 +32,11 @@ def test_run_json_and_history_read_with_one_metric_name(root):
     checkpoints = [r for r in history if r["event"] == "checkpoint"]
     assert len(checkpoints) == 3 and all("loss/g_pixel" in r or "loss/g_content" in r for r in checkpoints)
     assert history[-1]["event"] == "done" and history[-1]["step"] == 8
+    assert runs.measured_rates(history) == pytest.approx([16.602, 5.127, 5.543], abs=1e-3)
+    assert runs.measured_rates(history, "gan") == pytest.approx([5.127, 5.543], abs=1e-3)
+    # today's first progress line of a run has no measured rate yet: left out
+    assert runs.measured_rates([*history, {"event": "train", "phase": "gan", "images_per_second": None}], "gan") == \
+        pytest.approx([5.127, 5.543], abs=1e-3)
     png = plots.loss_curve(history)
     assert png is not None and png[:8] == b"\x89PNG\r\n\x1a\n"
 

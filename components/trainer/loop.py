@@ -365,9 +365,9 @@ class WorkerLoop:
                  "--" if rate is None else f"{rate:.1f}", logs.eta(eta))
         self.outputs.append({"event": "train", "step": step, "phase": phase, **means, "images_per_second": rate})
         every = self.cfg.preemption_check_every_steps
-        between = every * self.cfg.global_batch_size / max(rate or 0.0, 1e-9)
         self.progress_lines += 1  # the first line's rate still carries warm-up: judged from the second on
-        if rate and every and between > PREEMPTION_CHECK_MAX_SECONDS and self.progress_lines > 1 and not self.warned_cadence:
+        between = every * self.cfg.global_batch_size / rate if rate else 0.0  # seconds between preemption checks
+        if between > PREEMPTION_CHECK_MAX_SECONDS and self.progress_lines > 1 and not self.warned_cadence:
             self.warned_cadence = True
             log.warning("preemption is checked every %d steps, about %.0f s here: over %d s, a preempted node may be "
                         "gone before its checkpoint (lower preemption_check_every_steps)", every, between,
