@@ -71,6 +71,70 @@ def high_frequency_ratio(sr, hr, crop_border: int = 4) -> float:
     return float(energy(a) / tf.maximum(energy(b), 1e-12))
 
 
+def _periodic_power(g: np.ndarray) -> np.ndarray:
+    """|FFT|^2 of the periodic component of `g` (Moisan 2011, "Periodic plus smooth image decomposition"):
+    the FFT treats the image as tiled, and the jump between opposite borders puts a cross of energy along
+    both frequency axes, through the sub-pixel bins; on a photo it outweighs them (both SR and HR), so a
+    ratio of those bins measured the borders, not the image. The smooth component carries that jump."""
+    h, w = g.shape
+    v = np.zeros_like(g)  # the border jumps: the Laplacian of the smooth component
+    v[0, :] += g[-1, :] - g[0, :]
+    v[-1, :] += g[0, :] - g[-1, :]
+    v[:, 0] += g[:, -1] - g[:, 0]
+    v[:, -1] += g[:, 0] - g[:, -1]
+    den = 2 * np.cos(2 * np.pi * np.arange(h) / h)[:, None] + 2 * np.cos(2 * np.pi * np.arange(w) / w)[None, :] - 4
+    den[0, 0] = 1.0
+    smooth = np.fft.fft2(v) / den
+    smooth[0, 0] = 0.0
+    power = np.abs(np.fft.fft2(g) - smooth) ** 2
+    power[0, 0] = 0.0  # DC: the mean, not a structure
+    return power
+
+
+def subpixel_fraction(image, crop_border: int = 4, scale: int = 4) -> float:
+    """The share of an image's (BT.601 Y, mean removed) spectral energy at the sub-pixel periods: the
+    frequency bins at multiples of side/`scale` on each axis (periods `scale`, ..., 2 px along x and/or y;
+    all of a pattern that repeats every `scale` px lies there), DC excluded. The sides are cropped to
+    multiples of `scale` so those bins are exact."""
+    y, _ = _prepare(image, image, crop_border, True)
+    g = y.numpy()[..., 0].astype(np.float64)
+    h, w = g.shape[0] - g.shape[0] % scale, g.shape[1] - g.shape[1] % scale
+    if h < scale or w < scale:
+        raise ValueError(f"{g.shape[1]}x{g.shape[0]} after the border crop: too small for period {scale}")
+    g = g[:h, :w] - g[:h, :w].mean()
+    power = _periodic_power(g)
+    total = power.sum()
+    return float(power[::h // scale, ::w // scale].sum() / total) if total > 0 else 0.0
+
+
+def checkerboard(sr, hr, crop_border: int = 4, scale: int = 4) -> float:
+    """Sub-pixel artefacts (a pixel shuffle's checkerboard): SR's `subpixel_fraction` over HR's. 1.0 = as
+    much energy at the periods 2 and `scale` px as the original photo; bicubic, blurred, is far below 1
+    (0.02 on the astronaut); a pattern repeating every 4 px of a few gray levels gives hundreds or more.
+    Broadband texture counts too (as in `hf_ratio`): read it beside hf_ratio. HR's share is floored at
+    1e-12 (a flat HR)."""
+    return subpixel_fraction(sr, crop_border, scale) / max(subpixel_fraction(hr, crop_border, scale), 1e-12)
+
+
+COLOUR_SIGMA = 16.0  # px (HR): the low-pass that keeps regions' colour; at 8 px, edges still leaked ~1 gray
+#                     level of a sharpened photo into the drift, at 16 px ~0.4 (chelsea)
+
+
+def colour_drift(sr, hr, crop_border: int = 4, sigma: float = COLOUR_SIGMA) -> float:
+    """Low-frequency colour shift, in gray levels (0-255): both images' RGB blurred by a Gaussian of
+    `sigma` px, then the mean over pixels of the Euclidean RGB distance. A uniform tint (dr, dg, db)
+    gives about its length sqrt(dr^2 + dg^2 + db^2); detail (sharpening, noise, texture) averages out."""
+    a, b = _prepare(sr, hr, crop_border, False)
+    f = 4 if min(a.shape[:2]) >= 16 else 1  # 4x4 area means first: the same low-pass, ~60x faster on big photos
+
+    def low(x):
+        x = x.numpy().astype(np.float64)
+        h, w = x.shape[0] // f * f, x.shape[1] // f * f
+        x = x[:h, :w].reshape(h // f, f, w // f, f, x.shape[-1]).mean(axis=(1, 3))
+        return ndimage.gaussian_filter(x, (sigma / f, sigma / f, 0), mode="reflect")
+    return float(np.mean(np.sqrt(np.sum(np.square(low(a) - low(b)), axis=-1))))
+
+
 def bicubic_upscale(lr, scale: int = 4) -> tf.Tensor:
     """The baseline every SR result is compared with: bicubic x`scale`, rounded to uint8."""
     lr = tf.convert_to_tensor(lr)
@@ -79,14 +143,18 @@ def bicubic_upscale(lr, scale: int = 4) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(up), 0, 255), tf.uint8)
 
 
-def all_metrics(sr, hr, crop_border: int = 4) -> dict:
-    """{'psnr_rgb', 'psnr_y', 'ssim_rgb', 'ssim_y', 'hf_ratio'} as floats, for one image pair (uint8 HWC)."""
+def all_metrics(sr, hr, crop_border: int = 4, scale: int | None = None) -> dict:
+    """{'psnr_rgb', 'psnr_y', 'ssim_rgb', 'ssim_y', 'hf_ratio', 'checkerboard', 'colour_drift'} as floats,
+    for one image pair (uint8 HWC). `scale` (the checkerboard's period) defaults to crop_border (= the
+    scale, by the convention) or 4."""
     return {
         "psnr_rgb": float(psnr(sr, hr, crop_border, False)),
         "psnr_y": float(psnr(sr, hr, crop_border, True)),
         "ssim_rgb": float(ssim(sr, hr, crop_border, False)),
         "ssim_y": float(ssim(sr, hr, crop_border, True)),
         "hf_ratio": high_frequency_ratio(sr, hr, crop_border),
+        "checkerboard": checkerboard(sr, hr, crop_border, scale or crop_border or 4),
+        "colour_drift": colour_drift(sr, hr, crop_border),
     }
 
 

@@ -7,6 +7,36 @@ import io
 import numpy as np
 
 COLUMNS = ("LR (nearest)", "bicubic", "SR", "HR")
+ZOOM_MIN_SIDE = 192  # px (HR): a row this big on both sides (a full-size photo, not a 128 px eval crop) gets
+#                      zoomed crops below it: at the whole-image size a checkerboard or a texture is invisible
+ZOOM_FACTOR = 2      # nearest-neighbour enlargement of the crops
+ZOOM_COLOURS = ((255, 190, 0), (0, 170, 255))  # region A's and B's rectangles and caption marks
+
+
+def zoom_regions(hr: np.ndarray, scale: int = 4) -> list[tuple[str, int, int, int]]:
+    """[(label, top, left, size)] of the regions a full-size row zooms into (none under ZOOM_MIN_SIDE):
+    A, the HR's window of most gradient energy (the texture and edges where artefacts show), and B, the
+    centre, unless it overlaps A by more than half. Windows of 128 px (96 under 256 px), at multiples of
+    `scale` so that the LR crop is whole LR pixels; the first maximum wins: deterministic."""
+    h, w = hr.shape[:2]
+    if min(h, w) < ZOOM_MIN_SIDE:
+        return []
+    size = 128 if min(h, w) >= 256 else 96
+    g = hr.astype(np.float64).mean(axis=-1) if hr.ndim == 3 else hr.astype(np.float64)
+    energy = np.zeros((h, w))
+    energy[:, 1:] += np.diff(g, axis=1) ** 2
+    energy[1:, :] += np.diff(g, axis=0) ** 2
+    integral = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    tops, lefts = np.arange(0, h - size + 1, scale), np.arange(0, w - size + 1, scale)
+    box = (integral[tops[:, None] + size, lefts[None, :] + size] - integral[tops[:, None], lefts[None, :] + size]
+           - integral[tops[:, None] + size, lefts[None, :]] + integral[tops[:, None], lefts[None, :]])
+    i, j = np.unravel_index(np.argmax(box), box.shape)
+    regions = [("A", int(tops[i]), int(lefts[j]), size)]
+    ct, cl = (h - size) // 2 // scale * scale, (w - size) // 2 // scale * scale
+    overlap = max(0, size - abs(ct - tops[i])) * max(0, size - abs(cl - lefts[j]))
+    if overlap <= size * size // 2:
+        regions.append(("B", ct, cl, size))
+    return regions
 
 
 def _font(size: int):
@@ -22,29 +52,39 @@ def comparison_grid(rows: list[dict], scale: int = 4, sr_titles: tuple[str, ...]
     """PNG: one row per image, LR shown nearest-upscaled | bicubic | SR | HR, titled columns and each
     row's name and PSNR (RGB) of bicubic and SR. rows: {'name', 'lr', 'bicubic', 'sr', 'hr',
     'psnr_bicubic', 'psnr_sr'} with uint8 HWC arrays (bicubic/sr/hr the same size). Several models side by
-    side: 'sr' and 'psnr_sr' are lists, one per title in `sr_titles`."""
+    side: 'sr' and 'psnr_sr' are lists, one per title in `sr_titles`.
+    A full-size row (both sides >= ZOOM_MIN_SIDE) also gets, below it, one row per `zoom_regions` region:
+    that region of every column enlarged ZOOM_FACTOR times (nearest neighbour), the region outlined on
+    the whole images (just outside it) and captioned."""
     from PIL import Image, ImageDraw
 
     pad, header, caption = 4, 22, 18
     columns = (COLUMNS[0], COLUMNS[1], *sr_titles, COLUMNS[-1])
     cell_w = max(r["hr"].shape[1] for r in rows)
     cell_hs = [r["hr"].shape[0] for r in rows]
+    zooms = [zoom_regions(r["hr"], scale) for r in rows]
     width = pad + len(columns) * (cell_w + pad)
-    height = header + sum(h + caption + pad for h in cell_hs)
+    height = header + sum(h + caption + pad + sum(z[3] * ZOOM_FACTOR + caption + pad for z in zs)
+                          for h, zs in zip(cell_hs, zooms))
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = _font(14)
     for c, title in enumerate(columns):
         draw.text((pad + c * (cell_w + pad) + 2, 3), title, fill=(0, 0, 0), font=font)
     y = header
-    for r, h in zip(rows, cell_hs):
+    for r, h, regions in zip(rows, cell_hs, zooms):
         srs = r["sr"] if isinstance(r["sr"], (list, tuple)) else [r["sr"]]
         psnrs = r["psnr_sr"] if isinstance(r["psnr_sr"], (list, tuple)) else [r["psnr_sr"]]
         if len(srs) != len(sr_titles) or len(psnrs) != len(srs):
             raise ValueError(f"{r['name']}: {len(srs)} SR images and {len(psnrs)} PSNRs for {len(sr_titles)} titles")
         lr_big = np.repeat(np.repeat(r["lr"], scale, axis=0), scale, axis=1)
-        for c, img in enumerate((lr_big, r["bicubic"], *srs, r["hr"])):
+        images = (lr_big, r["bicubic"], *srs, r["hr"])
+        for c, img in enumerate(images):
             canvas.paste(Image.fromarray(img[:h, :cell_w]), (pad + c * (cell_w + pad), y))
+        for (_label, top, left, size), colour in zip(regions, ZOOM_COLOURS):
+            for c in range(len(images)):  # 2 px just outside the region: the region's own pixels stay as they are
+                x0, y0 = pad + c * (cell_w + pad) + left, y + top
+                draw.rectangle((x0 - 2, y0 - 2, x0 + size + 1, y0 + size + 1), outline=colour, width=2)
         y += h
         small = _font(12)
         name = str(r["name"]).rsplit("/", 1)[-1]
@@ -54,6 +94,16 @@ def comparison_grid(rows: list[dict], scale: int = 4, sr_titles: tuple[str, ...]
         for c, text in labels.items():
             draw.text((pad + c * (cell_w + pad) + 2, y + 2), text, fill=(0, 0, 0), font=small)
         y += caption + pad
+        for (label, top, left, size), colour in zip(regions, ZOOM_COLOURS):
+            for c, img in enumerate(images):
+                crop = np.repeat(np.repeat(img[top:top + size, left:left + size], ZOOM_FACTOR, 0), ZOOM_FACTOR, 1)
+                canvas.paste(Image.fromarray(crop), (pad + c * (cell_w + pad), y))
+            y += size * ZOOM_FACTOR
+            what = "most detail" if label == "A" else "centre"
+            draw.rectangle((pad + 2, y + 4, pad + 11, y + 13), fill=colour)
+            draw.text((pad + 15, y + 2), f"{label}: {what}, {size} px at x {left}, y {top}; x{ZOOM_FACTOR} nearest",
+                      fill=(0, 0, 0), font=small)
+            y += caption + pad
     buf = io.BytesIO()
     canvas.save(buf, format="PNG")
     return buf.getvalue()

@@ -3,7 +3,8 @@
     python jobs/evaluate.py --run-id RUN [--eval-images ../shared/data/benchmarks/Set5]
     python jobs/evaluate.py --model-uri artifacts/models/srgan-x4 --dataset-id ds-... --output DIR
 
-Also evaluates on the eval split under a fixed realistic degradation (--no-eval-degraded: not).
+Also evaluates on the eval split down a severity ladder (--eval-rungs, default mild,moderate,harsh; harsh is
+the fixed realistic degradation, --no-eval-degraded: not); --bless-rungs mild: the blessing checks it too.
 Writes metrics.json, per_image.csv, grids/*.png, loss_curve.png and BLESSED or NOT_BLESSED (the
 decision and its reasons; written last). Exit code 0 either way: the decision is data, not an error.
 """
@@ -30,9 +31,9 @@ def main(argv=None):
     split = result["eval_split"]
     print(f"{result['decision']}: PSNR (RGB) {split['psnr_rgb']:.3f} dB, bicubic {split['bicubic_psnr_rgb']:.3f} dB "
           f"({split['gain_psnr_rgb']:+.3f} dB) on {split['num_images']} eval images")
-    if result.get("degraded"):  # absent from evaluations committed before it existed
-        d = result["degraded"]
-        print(f"degraded eval split (fixed realistic degradation): PSNR (RGB) {d['psnr_rgb']:.3f} dB, "
+    # the severity ladder; evaluations committed before it have the degraded (harsh) section alone, or nothing
+    for rung, d in (result.get("rungs") or ({"harsh": result["degraded"]} if result.get("degraded") else {})).items():
+        print(f"{rung} rung{' (the degraded eval split)' if rung == 'harsh' else ''}: PSNR (RGB) {d['psnr_rgb']:.3f} dB, "
               f"bicubic {d['bicubic_psnr_rgb']:.3f} dB ({d['gain_psnr_rgb']:+.3f} dB)")
     for reason in result["reasons"]:
         print(f"  {reason}")

@@ -108,3 +108,91 @@ def test_niqe_drops_flat_blocks_quietly_and_is_undefined_for_a_flat_image():
         value = metrics.niqe(half_flat)
         assert value is not None and np.isfinite(value) and value != metrics.niqe(photo)
         assert metrics.niqe(np.full((384, 384, 3), 77, np.uint8)) is None
+
+
+def _with_pattern(img, tile):
+    """`img` plus `tile` (gray levels, [p, p]) repeated over the whole image on every channel, clipped."""
+    reps = (img.shape[0] // tile.shape[0] + 1, img.shape[1] // tile.shape[1] + 1)
+    pattern = np.tile(tile, reps)[:img.shape[0], :img.shape[1], None]
+    return np.clip(img + pattern, 0, 255).astype(np.uint8)
+
+
+def _sharpened(img):
+    from PIL import ImageFilter
+
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.UnsharpMask(radius=2, percent=150, threshold=0)))
+
+
+def test_checkerboard_flags_a_subpixel_pattern_not_blur_or_sharpening():
+    sr, hr = _pair("astronaut")
+    assert metrics.checkerboard(hr, hr) == pytest.approx(1.0)
+    # bicubic is blurred: far less energy at the 2 and 4 px periods than the photo (measured 0.014)
+    bicubic = metrics.checkerboard(sr, hr)
+    assert 0 < bicubic < 0.1
+    # what a pixel shuffle leaves: a fixed offset per sub-pixel position, here +-3 gray levels (measured 1550)
+    tile = np.random.default_rng(0).choice([-3.0, 3.0], (4, 4))
+    assert metrics.checkerboard(_with_pattern(hr, tile), hr) > 100
+    assert metrics.checkerboard(_with_pattern(sr, tile), hr) > 100  # on bicubic too
+    # a 2x2-pixel checker of 1 gray level (period 4; measured 184): weak but far from any photo's figure
+    checker = np.kron([[1.0, -1.0], [-1.0, 1.0]], np.ones((2, 2)))
+    assert metrics.checkerboard(_with_pattern(hr, checker), hr) > 30
+    # broadband sharpening also adds energy at those periods, but an order of magnitude less (measured 3.1)
+    assert 1.5 < metrics.checkerboard(_sharpened(hr), hr) < 10
+
+
+def test_checkerboard_crops_odd_sides_to_whole_periods():
+    """Sides that are not multiples of 4 after the border crop: the pattern's bins stay exact."""
+    hr = sample_data.photo("astronaut")[:203, :311]
+    tile = np.random.default_rng(1).choice([-2.0, 2.0], (4, 4))
+    assert metrics.checkerboard(_with_pattern(hr, tile), hr) > 100
+    assert metrics.checkerboard(hr, hr) == pytest.approx(1.0)
+
+
+def test_a_fresh_icnr_generator_scores_like_bicubic_and_glorot_does_not():
+    """A freshly built generator (residual over bicubic) on a real photo, its random tail scaled by 0.01 so the
+    output stays within [0, 255] (clipping a wild output would itself put energy at every frequency): ICNR's
+    sub-pixel convolutions start as nearest-neighbour upsampling, whose spectrum is zero at the sub-pixel
+    periods, so it scores like bicubic; Glorot's give each sub-pixel position its own filter, a checkerboard.
+    Measured (astronaut 256 px, 32 x 8, seeds 0/1/2): ICNR 0.0066/0.0053/0.0141, bicubic 0.0094,
+    Glorot 0.12/0.26/0.21."""
+    import keras
+
+    from components import models
+
+    hr = metrics.modcrop(sample_data.photo("astronaut")[:256, :256], 4)
+    lr = degrade(hr).numpy()
+    bicubic = metrics.checkerboard(metrics.bicubic_upscale(lr).numpy(), hr)
+
+    def fresh(icnr, seed):
+        keras.utils.set_random_seed(seed)
+        g = models.build_generator(width=32, num_blocks=8, residual_over_bicubic=True, icnr=icnr)
+        tail = g.get_layer("tail_conv")
+        tail.set_weights([w * 0.01 for w in tail.get_weights()])
+        return metrics.checkerboard(models.to_uint8(g(models.to_unit(lr[None]), training=False))[0].numpy(), hr)
+
+    for seed in (0, 1):
+        icnr, glorot = fresh(True, seed), fresh(False, seed)
+        assert icnr < 2 * bicubic and glorot > 8 * bicubic, (seed, icnr, glorot, bicubic)
+
+
+def test_colour_drift_sees_a_tint_not_sharpening():
+    hr = metrics.modcrop(sample_data.photo("astronaut"), 4)
+    assert metrics.colour_drift(hr, hr) == 0.0
+    tinted = np.clip(hr.astype(np.int16) + [12, 0, -8], 0, 255).astype(np.uint8)
+    # the tint's length is sqrt(12^2 + 8^2) = 14.4 gray levels; clipping on the black and white areas takes
+    # a little off (measured 13.7)
+    assert 12.5 < metrics.colour_drift(tinted, hr) < 14.5
+    sr, _ = _pair("astronaut")
+    assert metrics.colour_drift(sr, hr) < 0.5  # bicubic keeps the colours (measured 0.17)
+    # sharpening changes detail, not the regions' colour (measured 0.43). Chelsea, not the astronaut: 11% of
+    # the astronaut's pixels are saturated, where sharpening clips: a real one-sided shift (2.2 there)
+    cat = metrics.modcrop(sample_data.photo("chelsea"), 4)
+    assert metrics.colour_drift(_sharpened(cat), cat) < 1.0
+
+
+def test_all_metrics_reports_the_artefact_measures():
+    sr, hr = _pair("chelsea")
+    m = metrics.all_metrics(sr, hr, crop_border=4)
+    assert m["checkerboard"] == pytest.approx(metrics.checkerboard(sr, hr, 4, 4))
+    assert m["colour_drift"] == pytest.approx(metrics.colour_drift(sr, hr, 4))
+    assert 0 < m["checkerboard"] < 0.1 and 0 < m["colour_drift"] < 0.5

@@ -239,7 +239,7 @@ def test_multiprocessing_runner_gives_the_same_patches(patch_dataset, patch_phot
 
 def test_evaluator_scores_whole_eval_photos_of_mixed_sizes(patch_dataset, tmp_path):
     """A real (tiny, untrained) generator evaluated on the patches dataset: each whole eval photo is
-    upscaled at its own size, clean and degraded, and scored against its HR; the grids show them."""
+    upscaled at its own size, clean and down the severity ladder, and scored against its HR; the grids show them."""
     import csv
 
     from components import evaluator, models
@@ -260,6 +260,7 @@ def test_evaluator_scores_whole_eval_photos_of_mixed_sizes(patch_dataset, tmp_pa
     assert result["degraded"]["psnr_rgb"] < result["eval_split"]["psnr_rgb"]
     with open(tmp_path / "eval" / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["split"] for r in rows) == ["degraded", "degraded", "eval", "eval"]
+    assert sorted(r["split"] for r in rows) == sorted(["eval", "mild", "moderate", "degraded"] * 2)
+    assert all(result["rungs"][rung]["num_images"] == 2 for rung in ("mild", "moderate", "harsh"))
     assert all(float(r["psnr_rgb"]) > 5 for r in rows)
     assert (tmp_path / "eval" / "grids" / "eval-000.png").exists()

@@ -113,8 +113,10 @@ def test_pipeline_blesses_pushes_and_reports(pushed):
     assert m["decision"] == "BLESSED" and m["eval_split"]["num_images"] == 8 and m["baseline"] is None
     assert 20 < m["eval_split"]["bicubic_psnr_rgb"] < 45 and abs(m["eval_split"]["gain_psnr_rgb"]) < 3
     rows = storage.read_text(f"{eval_dir}/per_image.csv").splitlines()
-    assert len(rows) == 1 + 8 + 8 and rows[0].startswith("split,image,psnr_rgb,bicubic_psnr_rgb,gain_psnr_rgb")
-    assert [r.split(",")[0] for r in rows[1:]] == ["eval"] * 8 + ["degraded"] * 8  # the degraded evaluation too
+    assert len(rows) == 1 + 8 * 4 and rows[0].startswith("split,image,psnr_rgb,bicubic_psnr_rgb,gain_psnr_rgb")
+    # the severity ladder too (the harsh rung keeps its split name, degraded)
+    assert [r.split(",")[0] for r in rows[1:]] == ["eval"] * 8 + ["mild"] * 8 + ["moderate"] * 8 + ["degraded"] * 8
+    assert list(m["rungs"]) == ["mild", "moderate", "harsh"] and m["degraded"]["num_images"] == 8
     grid = Image.open(storage.stage_in(f"{eval_dir}/grids/eval-000.png"))
     assert grid.size[0] == 4 + 4 * (128 + 4) and grid.size[1] > 8 * 128
     assert registry.versions(pushed["models"]) == [1] and registry.latest(pushed["models"]) == 1
@@ -196,7 +198,7 @@ def test_evaluate_a_pushed_model_on_benchmark_folders(pushed, tmp_path):
     assert m["eval_images"]["Set5"]["bicubic_psnr_y"] == pytest.approx(28.43, abs=0.01)  # the SRGAN paper's
     assert m["eval_images"]["Set14"]["bicubic_psnr_y"] == pytest.approx(26.09, abs=0.01)
     assert 0 < m["eval_images"]["Set5"]["bicubic_hf_ratio"] < 0.2  # bicubic loses most fine detail
-    assert len((out_dir / "per_image.csv").read_text().splitlines()) == 1 + 8 + 8 + 5 + 14  # eval, degraded, folders
+    assert len((out_dir / "per_image.csv").read_text().splitlines()) == 1 + 8 * 4 + 5 + 14  # eval, 3 rungs, folders
     grids = sorted(os.listdir(out_dir / "grids"))
     assert "Set5-baby.png" in grids and "Set14-bridge.png" in grids and "eval-000.png" in grids
     assert Image.open(out_dir / "grids" / "Set5-baby.png").size[0] == 4 + 4 * (512 + 4)
@@ -392,8 +394,9 @@ def test_concurrent_claims_never_collide(s3_server, tmp_path):
 
 
 def test_degraded_evaluation_is_fixed_and_reported(tmp_path, monkeypatch):
-    """The `degraded` evaluation on a stand-in eval split and model (no dataset, no training: fast): the
-    same LR on every run, its own section in metrics.json, rows in per_image.csv, grids; off by a key."""
+    """The `degraded` evaluation (the ladder's harsh rung) on a stand-in eval split and model (no dataset, no
+    training: fast): the same LR on every run, its own section in metrics.json, rows in per_image.csv, grids;
+    off by a key. The other rungs: tests/test_ladder.py."""
     from components import config, upscaler
     from components.degradation import degrade
 
@@ -420,14 +423,16 @@ def test_degraded_evaluation_is_fixed_and_reported(tmp_path, monkeypatch):
     assert d["num_images"] == 3 and d["seed"] == evaluate.EVAL_SEED
     assert d["realistic_degradation"]["jpeg_range"] == [30.0, 95.0]
     assert d["psnr_rgb"] < result["eval_split"]["psnr_rgb"] - 1.0  # the degradation is not a no-op
-    degraded_lr = seen[1]
-    assert degraded_lr.shape == (3, 16, 16, 3) and not np.array_equal(degraded_lr, seen[0])
+    assert list(result["rungs"]) == ["mild", "moderate", "harsh"] and len(seen) == 4  # clean, then the ladder
+    degraded_lr = seen[3]
+    assert degraded_lr.shape == (3, 16, 16, 3) and not any(np.array_equal(degraded_lr, x) for x in seen[:3])
     rows = (tmp_path / "a" / "per_image.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["eval"] * 3 + ["degraded"] * 3
+    assert [r.split(",")[0] for r in rows[1:]] == ["eval"] * 3 + ["mild"] * 3 + ["moderate"] * 3 + ["degraded"] * 3
     assert (tmp_path / "a" / "grids" / "degraded-000.png").exists()
 
     evaluate_once("b")
-    np.testing.assert_array_equal(seen[3], degraded_lr)  # another evaluation sees the same degraded LR
+    np.testing.assert_array_equal(seen[7], degraded_lr)  # another evaluation sees the same degraded LR
 
-    assert evaluate_once("c", eval_degraded=False)["degraded"] is None
-    assert len(seen) == 5 and not (tmp_path / "c" / "grids" / "degraded-000.png").exists()
+    off = evaluate_once("c", eval_degraded=False)
+    assert off["degraded"] is None and list(off["rungs"]) == ["mild", "moderate"]
+    assert len(seen) == 8 + 3 and not (tmp_path / "c" / "grids" / "degraded-000.png").exists()
