@@ -5,6 +5,8 @@ for clean LR; nothing else downsamples. Antialiased bicubic (Keys a=-0.5 stretch
 what MATLAB's `imresize` does, the convention SR papers evaluate with; it is checked against a numpy
 port of `imresize`. `realistic_degrade` is Real-ESRGAN's random second-order degradation (training
 with `degradation: realistic`); `degrade_fixed` is one fixed draw of it per image (evaluation).
+`degradation: mixed` gives each training example, by `mixed_choice`, the clean LR, `mild_degrade` (one
+pass: Gaussian blur, resize, a little noise, light JPEG) or `realistic_degrade`.
 """
 
 from __future__ import annotations
@@ -261,6 +263,47 @@ def realistic_degrade(hr, seed, params, scale: int = SCALE) -> tf.Tensor:
     lr = tf.clip_by_value(tf.round(lr * 255.0), 0.0, 255.0) / 255.0
     out_shape = [None if d is None else d // scale for d in static[:2]] + [3]
     return tf.ensure_shape(lr, out_shape)
+
+
+# ----------------------------------------------------------------------------- mixed (clean, mild, realistic)
+
+MIX_CHOICES = ("clean", "mild", "realistic")  # `degradation: mixed`: the index mixed_choice draws
+_MILD_SALT = 0x3117D  # the mild draws never repeat the realistic draws of the same seed
+
+
+def mixed_choice(seed, mix_prob) -> tf.Tensor:
+    """Which of MIX_CHOICES one example gets (an int32 index), drawn by the probabilities `mix_prob` from the
+    stateless seed alone: a pure function of it, so a resumed run makes the same choices."""
+    logits = tf.math.log([[float(p) for p in mix_prob]])  # a zero probability: -inf, never drawn
+    return tf.random.stateless_categorical(logits, 1, seed, dtype=tf.int32)[0, 0]
+
+
+def mild_degrade(hr, seed, params, scale: int = SCALE) -> tf.Tensor:
+    """A single-pass mild degradation of one image, in TensorFlow ops (graph- and tf.data-safe): an isotropic
+    Gaussian blur (sigma within mild_blur_sigma, with mild_blur_prob), the resize down by `scale` (area,
+    bilinear or bicubic at random, no antialiasing), Gaussian colour noise (sigma within mild_noise_range,
+    0..255 units), JPEG (quality within mild_jpeg_range).
+
+    hr: float32 [H, W, 3] in [0, 1], H and W multiples of `scale`. seed: int [2] (the LR is a pure function
+    of it). params: a config.MixedDegradation. Returns float32 [H/scale, W/scale, 3] in [0, 1], rounded to
+    1/255 steps.
+    """
+    hr = tf.convert_to_tensor(hr, tf.float32)
+    static = hr.shape
+    if static.rank != 3:
+        raise ValueError(f"mild_degrade expects one image [H, W, 3], got shape {static}")
+    if static[0] is not None and static[1] is not None and (static[0] % scale or static[1] % scale):
+        raise ValueError(f"HR size {static[0]}x{static[1]} is not a multiple of the scale {scale}")
+    seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), _MILD_SALT)
+    s = tf.random.experimental.stateless_split(seed, 6)
+    sigma = _uniform(s[0], *params.mild_blur_sigma)
+    kernel = shaped_kernel(0, KERNEL_SIZE, sigma, sigma, 0.0, 1.0)
+    img = _maybe_blur(hr, kernel, tf.random.stateless_uniform([], s[1]) < params.mild_blur_prob)
+    img = resize(img, tf.shape(hr)[:2] // scale, _random_method(s[2]))
+    img = add_gaussian_noise(img, _uniform(s[3], *params.mild_noise_range), tf.constant(False), s[4])
+    lr = _random_jpeg(img, s[5], params.mild_jpeg_range)
+    lr = tf.clip_by_value(tf.round(lr * 255.0), 0.0, 255.0) / 255.0
+    return tf.ensure_shape(lr, [None if d is None else d // scale for d in static[:2]] + [3])
 
 
 @functools.lru_cache(maxsize=4)

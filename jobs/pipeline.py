@@ -16,7 +16,8 @@ from components import cli, config
 
 KEYS = (["artifact_root", "input", "force", "run_id"]
         + [f.name for section in (config.PreprocessConfig, config.TrainConfig, config.EvaluateConfig,
-                                  config.PushConfig, config.PipelineConfig, config.RealisticDegradation)
+                                  config.PushConfig, config.PipelineConfig, config.RealisticDegradation,
+                                  config.MixedDegradation)
            for f in dataclasses.fields(section)])
 
 

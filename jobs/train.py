@@ -12,7 +12,8 @@ import sys
 from components import cli, config
 
 KEYS = ["artifact_root", "dataset_id", "run_id"] + [
-    f.name for section in (config.TrainConfig, config.RealisticDegradation) for f in dataclasses.fields(section)]
+    f.name for section in (config.TrainConfig, config.RealisticDegradation, config.MixedDegradation)
+    for f in dataclasses.fields(section)]
 
 
 def build_parser():

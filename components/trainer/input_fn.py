@@ -1,5 +1,5 @@
-"""The trainer's input path: records -> shard -> shuffle -> random aligned crop -> augment -> (realistic LR
-from HR) -> scale to [-1, 1] -> batch -> prefetch.
+"""The trainer's input path: records -> shard -> shuffle -> random aligned crop -> augment -> (realistic or
+mixed LR from HR) -> scale to [-1, 1] -> batch -> prefetch.
 
 Each epoch's order, crops, augmentation and degradations are a pure function of (seed, epoch, position),
 so a run that resumes mid-epoch can skip exactly the batches it has already trained on.
@@ -21,6 +21,15 @@ def element_seed(seed: int, epoch: int, position, stream: int):
 
 
 AUGMENT_STREAM, CROP_STREAM, DEGRADE_STREAM = 0, 1, 2  # augment's seed predates the streams: the bare (seed, epoch, i)
+MIX_STREAM = 3  # degradation mixed: which degradation an element gets (its draws are the DEGRADE_STREAM's)
+
+
+def mixed_choice(seed: int, epoch: int, position, mix_prob) -> tf.Tensor:
+    """`degradation: mixed`: the index into degradation.MIX_CHOICES (clean, mild, realistic) of the element at
+    `position` of `epoch`: a pure function of (seed, epoch, position), so a resumed run makes the same choices."""
+    from components.degradation import mixed_choice as draw
+
+    return draw(element_seed(seed, epoch, position, MIX_STREAM), mix_prob)
 
 
 def random_aligned_crop(example, crop_size: int, scale: int, seed):
@@ -65,21 +74,25 @@ def augment(images: dict, seed) -> dict:
 def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, steps: int,
                  skip_steps: int = 0, num_shards: int = 1, shard_index: int = 0,
                  shuffle_buffer: int = 1024, augment_images: bool = True, split: str = "train",
-                 crop_size: int | None = None, degradation: str = "bicubic", realistic=None):
+                 crop_size: int | None = None, degradation: str = "bicubic", realistic=None, mixed=None):
     """`steps` batches of `batch_size` for this input pipeline (one shard of the split), minus `skip_steps`.
 
     `crop_size` (HR pixels; none: the stored size) below the stored HR size takes a random aligned crop
     of each record per step. `degradation` realistic makes each LR from the (cropped, augmented) HR with
-    `realistic` (a config.RealisticDegradation; default: Real-ESRGAN's settings); the stored LR is not read."""
-    from components.config import RealisticDegradation
-    from components.degradation import realistic_degrade
+    `realistic` (a config.RealisticDegradation; default: Real-ESRGAN's settings); the stored LR is not read.
+    `degradation` mixed gives each element, by `mixed_choice` and `mixed` (a config.MixedDegradation), the
+    stored LR (cropped and augmented as bicubic's), `mild_degrade` or `realistic_degrade` of its HR; the
+    degraded ones draw from the same seed as realistic's, so a realistic element's LR is realistic's."""
+    from components.config import MixedDegradation, RealisticDegradation
+    from components.degradation import mild_degrade, realistic_degrade
 
     info = dataset.cached_info(dataset_uri)
     scale = info["preprocess"]["scale"]
     stored = dataset.split_shapes(info, split)["hr"][0]
     crop_size = dataset.crop_size(info, split, crop_size)
-    on_the_fly = degradation == "realistic"
+    on_the_fly, mix = degradation == "realistic", degradation == "mixed"
     realistic = realistic or RealisticDegradation()
+    mixed = mixed or MixedDegradation()
     ds = dataset.read_split(dataset_uri, split, decode=False)
     if num_shards > 1:
         ds = ds.shard(num_shards, shard_index)
@@ -97,13 +110,19 @@ def make_dataset(dataset_uri: str, *, batch_size: int, epoch: int, seed: int, st
         i = i * num_shards + shard_index  # the position in the whole epoch: workers draw differently
         if crop_size != stored:
             ex = random_aligned_crop(ex, crop_size, scale, element_seed(seed, epoch, i, CROP_STREAM))
-        if not augment_images and not on_the_fly:
+        if not augment_images and not on_the_fly and not mix:
             return {"hr": to_unit(ex["hr"]), "lr": to_unit(ex["lr"])}
         images = {k: tf.image.convert_image_dtype(v, tf.float32) for k, v in ex.items()}
         if augment_images:
             images = augment(images, element_seed(seed, epoch, i, AUGMENT_STREAM))
         if on_the_fly:
             images["lr"] = realistic_degrade(images["hr"], element_seed(seed, epoch, i, DEGRADE_STREAM), realistic, scale)
+        elif mix:
+            hr, clean, degrade_seed = images["hr"], images["lr"], element_seed(seed, epoch, i, DEGRADE_STREAM)
+            images["lr"] = tf.switch_case(mixed_choice(seed, epoch, i, mixed.mix_prob), [  # only the drawn one runs
+                lambda: clean,
+                lambda: tf.ensure_shape(mild_degrade(hr, degrade_seed, mixed, scale), clean.shape),
+                lambda: tf.ensure_shape(realistic_degrade(hr, degrade_seed, realistic, scale), clean.shape)])
         return {k: v * 2.0 - 1.0 for k, v in images.items()}
     # Skipped before any decoding: a run resumed late in an epoch does not prepare what it trained on.
     ds = ds.enumerate().take(steps * batch_size).skip(skip_steps * batch_size)
