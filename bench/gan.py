@@ -1,20 +1,23 @@
-"""A GAN phase long enough to judge (issue 14): warm start from an SRResNet, N GAN steps, NIQE and PSNR
-before and after, and the perceptual rule's verdict. Prints one JSON object.
+"""The GAN phase, judged on full-size photos (issues 14 and 23): an ablation of GAN recipes at one budget, all
+from the same SRResNet warm start. Prints one JSON object (a row per recipe) and writes a markdown table.
 
-    python bench/recipes.py degradation --artifact-root /tmp/srgan-recipes --steps 500   # the SRResNet
-    python bench/gan.py --artifact-root /tmp/srgan-recipes \
-        --warm-start recipe-realistic-500-ds-0b11523e770967e1 --gan-steps 600
+    # the warm start: faces-fast SRResNet on full-resolution CelebA-HQ patches, clean (bicubic) LR
+    python bench/gan.py warmstart --artifact-root /tmp/srgan-recipes --steps 1500
+    # the rows, each GAN_STEPS steps from that warm start, then evaluated with network interpolation
+    python bench/gan.py ablation --artifact-root /tmp/srgan-recipes --gan-steps 250 \
+        --recipes random_vgg19,vgg16_one,vgg16_multi,offline,best
 
-Training data: the warm start's dataset (faces-dev centre crops, 128 px), LR made on the fly by
-`degradation: realistic` (the warm start's own). Losses (ESRGAN's weighting): VGG19 block5_conv4 features
-normalised per position (`content_loss: vgg_normalized`; RANDOM features, `vgg_weights: none`: ImageNet
-weights cannot be downloaded here) x 1, pixel MSE x 1e-2, adversarial x 5e-3; Adam 1e-4 for G and D; the
-reference discriminator (64 wide, depth 8, dense 1024).
-Judged on full-size images, where NIQE is defined: the CelebA-HQ photos (1024 px) whose centre crops are in
-the dataset's eval split (never trained on), and Set14; PSNR on the eval split (clean and degraded) too.
-"Before" is the warm start's generator on the same images. The perceptual rule (`bless_perceptual`) is
-asked twice: against bicubic (the evaluator's own decision: no model of this name is pushed) and against
-the SRResNet (as if it were LATEST).
+Data: the 100 CelebA-HQ 1024 photos of ../shared/data/faces-dev, `crop_mode: patches` (192 px patches of the
+90 train photos at full resolution, 64 px random crops per step), `eval_count: 10` (10 photos never trained
+on, evaluated WHOLE: LR 256 -> SR 1024). Judged also on Set14. NIQE as BasicSR; PSNR/SSIM RGB, border 4;
+the checkerboard measure (SR's energy at the sub-pixel periods over HR's) and colour drift.
+The GAN phase trains with the warm start's degradation (bicubic). Every recipe is evaluated with network
+interpolation (alphas 0..1) and the evaluator's perceptual rule against the warm start as LATEST-like baseline.
+Recipes (RECIPES below): random_vgg19 = the setting BENCHMARKS measured before (random VGG19 features);
+vgg16_one = ImageNet VGG16 block5_conv3 before the ReLU, L1; vgg16_multi = ImageNet VGG16, Real-ESRGAN's five
+layers, L1; offline = discriminator feature matching (no ImageNet weights); best = vgg16_multi + RaGAN +
+EMA 0.999 + spectral norm + Adam betas 0.9/0.99 (BasicSR's). Perceptual weights are normalised so the weighted
+term is about 1 for bicubic on faces (Keras' caffe-style VGG features are ~50-500 in L1, BasicSR's torch-style ~1).
 """
 
 from __future__ import annotations
@@ -30,107 +33,142 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(HERE), "shared", "data")
-GAN = {"content_loss": "vgg_normalized", "vgg_weights": "none", "content_weight": 1.0, "pixel_weight": 1e-2,
-       "adversarial_weight": 5e-3, "g_learning_rate": 1e-4, "d_learning_rate": 1e-4, "lr_decay": "constant",
-       "discriminator_width": 64, "discriminator_depth": 8, "discriminator_dense": 1024}
-KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "gain_psnr_rgb", "ssim_rgb", "niqe", "bicubic_niqe",
-        "hr_niqe", "niqe_images")
+VGG16 = os.path.join(SHARED, "vgg16", "vgg16_imagenet_notop.weights.h5")
+WARM = {"generator_width": 32, "generator_blocks": 8, "residual_over_bicubic": True, "pretrain_learning_rate": 5e-4,
+        "lr_decay": "cosine", "global_batch_size": 16, "steps_per_epoch": 200, "train_crop_size": 64}
+# what every row shares (Real-ESRGAN's balance: pixel L1 1.0 on [0, 1] images = 0.5 on our [-1, 1] ones, the
+# perceptual term about 1, adversarial 0.1), then each row's own keys
+COMMON = {"pixel_weight": 0.5, "pixel_criterion": "l1", "adversarial_weight": 0.1, "g_learning_rate": 1e-4,
+          "d_learning_rate": 1e-4, "lr_decay": "constant", "discriminator_width": 64, "discriminator_depth": 8,
+          "discriminator_dense": 1024, "gan_loss": "standard", "ema_decay": 0.0, "discriminator_spectral_norm": False,
+          "adam_beta1": 0.9, "adam_beta2": 0.999}
+RECIPES = {
+    "random_vgg19": {"content_loss": "vgg_normalized", "vgg_network": "vgg19", "vgg_weights": "none",
+                     "vgg_layers": "srgan", "content_weight": 1.0, "pixel_weight": 1e-2, "pixel_criterion": "mse",
+                     "adversarial_weight": 5e-3},
+    "vgg16_one": {"content_loss": "vgg", "vgg_network": "vgg16", "vgg_weights": VGG16, "vgg_layers": "srgan",
+                  "vgg_before_activation": True, "vgg_criterion": "l1", "content_weight": 0.023},
+    "vgg16_multi": {"content_loss": "vgg", "vgg_network": "vgg16", "vgg_weights": VGG16, "vgg_layers": "realesrgan",
+                    "vgg_before_activation": True, "vgg_criterion": "l1", "content_weight": 0.002},
+    "offline": {"content_loss": "feature_matching", "content_weight": 1.0},
+}
+RECIPES["best"] = {**RECIPES["vgg16_multi"], "gan_loss": "ragan", "ema_decay": 0.999,
+                   "discriminator_spectral_norm": True, "adam_beta2": 0.99}
+ALPHAS = [0.0, 0.4, 0.6, 0.8, 1.0]
+KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "ssim_rgb", "niqe", "bicubic_niqe", "hr_niqe", "niqe_images",
+        "checkerboard", "bicubic_checkerboard", "colour_drift")
 
 
+def _config(args):
+    from components import preprocess
+    from components.config import Config
 
-def _full_size_folder(dataset_uri: str, dest: str) -> tuple[str, int]:
-    """A folder of links to the CelebA-HQ photos whose crops are in the eval split (unseen in training)."""
-    from components import dataset
+    cfg = Config(artifact_root=args.artifact_root, input=os.path.join(SHARED, "faces-dev", "celebahq_1024"))
+    cfg.preprocess.crop_mode, cfg.preprocess.eval_count = "patches", 10
+    cfg.dataset_id = preprocess.run(cfg, [])["dataset_id"]
+    ev = cfg.evaluate
+    ev.eval_images = os.path.join(SHARED, "benchmarks", "Set14")
+    ev.eval_rungs = ""  # the question is the GAN on clean input, on full-size photos
+    ev.eval_degraded = False
+    ev.bless_rule, ev.interpolation_alphas = "perceptual", ALPHAS
+    cfg.push.model_name = "faces-x4-gan-bench"  # never pushed: judged against bicubic and the warm start
+    for k, v in WARM.items():
+        setattr(cfg.train, k, v)
+    cfg.train.cpus_per_worker = args.cpus
+    return cfg
 
-    # names only: the PNGs stay undecoded
-    names = sorted(n for n in (ex["source"].decode() for ex in dataset.read_split(dataset_uri, "eval", decode=False)
-                               .as_numpy_iterator()) if "/celebahq_1024/" in n)
-    os.makedirs(dest, exist_ok=True)
-    for n in names:
-        link = os.path.join(dest, os.path.basename(n))
-        if not os.path.lexists(link):
-            os.symlink(n, link)
-    return dest, len(names)
 
-
-def _summary(result: dict) -> dict:
-    out = {"eval_split": {k: result["eval_split"].get(k) for k in KEEP},
-           "perceptual": result["perceptual"]["candidate"]}
-    if result.get("degraded"):
-        out["degraded"] = {k: result["degraded"].get(k) for k in KEEP}
+def _means(result: dict) -> dict:
+    out = {"eval_photos": {k: result["eval_split"].get(k) for k in KEEP}}
     for folder, means in (result.get("eval_images") or {}).items():
         out[os.path.basename(folder.rstrip("/"))] = {k: means.get(k) for k in KEEP}
+    out["perceptual"] = result["perceptual"]["candidate"]
     return out
+
+
+def warmstart(args, cfg) -> dict:
+    from components import evaluator, trainer
+
+    t = cfg.train
+    t.pretrain_steps, t.gan_steps, cfg.run_id = args.steps, 0, f"gan-warm-{args.steps}-{cfg.dataset_id}"
+    started = time.time()
+    trainer.run(cfg)
+    cfg.evaluate.interpolation_alphas = []
+    result = evaluator.run(cfg)
+    return {"run_id": cfg.run_id, "seconds": round(time.time() - started, 1), **_means(result)}
+
+
+def ablation(args, cfg) -> dict:
+    from components import evaluator, runs, trainer
+
+    warm_id = f"gan-warm-{args.steps}-{cfg.dataset_id}"
+    warm = runs.read_run(args.artifact_root, warm_id)
+    if warm is None or warm.get("status") != "succeeded":
+        sys.exit(f"bench/gan.py: run {warm_id} is not finished: run `bench/gan.py warmstart --steps {args.steps}` first")
+    rows = {}
+    for name in args.recipes.split(","):
+        t = cfg.train
+        for k, v in {**COMMON, **RECIPES[name]}.items():
+            setattr(t, k, v)
+        t.pretrain_steps, t.gan_steps = 0, args.gan_steps
+        t.warm_start = runs.run_uri(args.artifact_root, warm_id)
+        t.preemption_check_every_steps = 0  # a bench on one machine: no preemption barrier
+        cfg.run_id = f"gan-{name}-{args.gan_steps}-from-{args.steps}"
+        started = time.time()
+        trainer.run(cfg)
+        train_seconds = time.time() - started
+        history = runs.read_history(args.artifact_root, cfg.run_id)
+        rates = runs.measured_rates(history, "gan")
+        started = time.time()
+        result = evaluator.run(cfg)
+        interp = result.get("interpolation") or {}
+        rows[name] = {"run_id": cfg.run_id, "settings": {**COMMON, **RECIPES[name]},
+                      "train_seconds_incl_ray_start": round(train_seconds, 1), "eval_seconds": round(time.time() - started, 1),
+                      "gan_images_per_second": round(rates[-1], 2) if rates else None,
+                      "decision": result["decision"], "reasons": result["reasons"],
+                      "alpha": interp.get("chosen_alpha"), "curve": interp.get("curve"),
+                      "d_accuracy": runs.phase_thirds(history, "gan", ("d/accuracy_real", "d/accuracy_fake")),
+                      **_means(result)}
+        print(json.dumps({name: {"alpha": rows[name]["alpha"], "decision": result["decision"],
+                                 "perceptual": rows[name]["perceptual"]}}), file=sys.stderr, flush=True)
+    return rows
+
+
+def table(report: dict) -> str:
+    lines = ["| recipe | alpha | NIQE pooled | eval photos PSNR / SSIM / NIQE | Set14 PSNR / SSIM / NIQE | checkerboard (HR = 1) | "
+             "GAN img/s | train s | verdict vs warm start |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in report["rows"].items():
+        e, s = r["eval_photos"], r.get("Set14", {})
+        lines.append(f"| {name} | {r['alpha']} | {r['perceptual']['niqe']:.3f} | {e['psnr_rgb']:.2f} / {e['ssim_rgb']:.3f} / "
+                     f"{e['niqe']:.3f} | {s.get('psnr_rgb', 0):.2f} / {s.get('ssim_rgb', 0):.3f} / {s.get('niqe') or 0:.3f} | "
+                     f"{e.get('checkerboard') or 0:.3f} | {r['gan_images_per_second']} | {r['train_seconds_incl_ray_start']} | "
+                     f"{r['decision']} |")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     from components.trainer.precision import speed_flags
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("warmstart", "ablation"))
     p.add_argument("--artifact-root", default="/tmp/srgan-recipes")
-    p.add_argument("--warm-start", required=True, help="run id of a finished SRResNet run under the artifact root")
-    p.add_argument("--gan-steps", type=int, default=600)
-    p.add_argument("--benchmarks", default=os.path.join(SHARED, "benchmarks"))
+    p.add_argument("--steps", type=int, default=1500, help="the warm start's SRResNet steps")
+    p.add_argument("--gan-steps", type=int, default=250)
+    p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     args = p.parse_args(argv)
 
-    from components import dataset, evaluator, runs, trainer
-    from components.config import from_dict
-    from components.evaluator.evaluate import bless_perceptual
     from components.logs import setup_console
 
     setup_console()
-    warm = runs.read_run(args.artifact_root, args.warm_start)
-    if warm is None or warm.get("status") != "succeeded":
-        sys.exit(f"bench/gan.py: {args.warm_start}: no finished run under {args.artifact_root}/runs "
-                 "(train it first: see this script's help)")
-    # the warm start's recipe and degradation ranges, then the GAN settings over them
-    cfg = from_dict({"train": warm["config"], "realistic_degradation": warm["realistic_degradation"]})
-    cfg.artifact_root, cfg.dataset_id = args.artifact_root, warm["dataset_id"]
-    t = cfg.train
-    t.cpus_per_worker, t.pretrain_steps, t.gan_steps = args.cpus, 0, args.gan_steps
-    t.preemption_check_every_steps = 1  # a GAN step takes ~15 s here: check at every one (the notice is 15 s)
-    t.warm_start = runs.run_uri(args.artifact_root, args.warm_start)
-    for k, v in GAN.items():
-        setattr(t, k, v)
-    folder, n_photos = _full_size_folder(dataset.dataset_uri(args.artifact_root, cfg.dataset_id),
-                                         os.path.join(args.artifact_root, "bench-gan", "celebahq-eval"))
-    ev = cfg.evaluate
-    ev.eval_images = ",".join([folder, os.path.join(args.benchmarks, "Set14")])
-    ev.bless_rule, cfg.push.model_name = "perceptual", "faces-x4-gan-bench"  # never pushed: judged vs bicubic
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}",
-              "warm_start": args.warm_start, "dataset_id": cfg.dataset_id, "gan_steps": args.gan_steps,
-              "gan_settings": GAN, "degradation": t.degradation, "celebahq_eval_photos": n_photos}
-
-    started = time.time()
-    cfg.model_uri, cfg.output = warm["final_generator"], os.path.join(args.artifact_root, "bench-gan", "before")
-    before = evaluator.run(cfg)
-    report["before"] = _summary(before)
-    report["before"]["eval_folder"], report["before"]["seconds"] = cfg.output, round(time.time() - started, 1)
-    print(json.dumps({"before": report["before"]["perceptual"]}), file=sys.stderr)
-
-    cfg.model_uri, cfg.output = None, None
-    cfg.run_id = f"bench-gan-{args.gan_steps}-{args.warm_start}"
-    started = time.time()
-    record = trainer.run(cfg)
-    report["train_seconds_incl_ray_start"] = round(time.time() - started, 1)
-    history = runs.read_history(args.artifact_root, cfg.run_id)
-    rates = runs.measured_rates(history, "gan")
-    report["images_per_second"] = round(rates[-1], 3) if rates else None
-    report["d_accuracy"] = runs.phase_thirds(history, "gan", ("d/accuracy_real", "d/accuracy_fake"))
-    report["nonfinite_steps"] = record.get("final_metrics", {}).get("nonfinite_steps")
-    report["g_terms_weighted"] = runs.phase_thirds(  # each term as it enters the total: does one dwarf the rest?
-        history, "gan", ("loss/g_content_weighted", "loss/g_pixel_weighted", "loss/g_adv_weighted"))
-
-    started = time.time()
-    after = evaluator.run(cfg)
-    report["after"] = _summary(after)
-    report["after"]["eval_folder"] = runs.eval_uri(args.artifact_root, cfg.run_id)
-    report["after"]["seconds"] = round(time.time() - started, 1)
-    report["verdict_vs_bicubic"] = {"decision": after["decision"], "reasons": after["reasons"]}
-    ok, reasons = bless_perceptual(after["perceptual"]["candidate"], before["perceptual"]["candidate"], None,
-                                   ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db, baseline_name="the warm start")
-    report["verdict_vs_srresnet"] = {"blessed": ok, "reasons": reasons}
+    cfg = _config(args)
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}", "what": args.what,
+              "dataset_id": cfg.dataset_id, "warm_start_steps": args.steps}
+    if args.what == "warmstart":
+        report["warm_start"] = warmstart(args, cfg)
+    else:
+        report.update(gan_steps=args.gan_steps, alphas=ALPHAS, rows=ablation(args, cfg))
+        report["table"] = table(report)
     print(json.dumps(report, indent=2, sort_keys=True))
 
 

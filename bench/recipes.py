@@ -2,6 +2,14 @@
 
     python bench/recipes.py degradation --artifact-root /tmp/srgan-recipes [--steps 1200] [--crop 64]
     python bench/recipes.py patches --artifact-root /tmp/srgan-recipes [--steps 1200]
+    python bench/recipes.py ladder --artifact-root /tmp/srgan-recipes --steps 2000 --crop 64
+
+ladder (issue 24): ../shared/data/faces-dev centre crops; bicubic vs realistic vs `degradation: mixed` at two
+  mixes (MIXES) vs the bicubic- and realistic-trained pair blended at strengths 0.25/0.5/0.75 (weights:
+  strength * realistic + (1 - strength) * bicubic), one step budget; every model on every rung of the evaluator's
+  severity ladder (clean; mild and moderate: camera-like passes written apart from the training sampler; harsh:
+  the fixed Real-ESRGAN draw). Writes a table and <artifact root>/recipes/ladder-<steps>-c<crop>.png (clean PSNR
+  against mild PSNR, and against harsh).
 
 degradation (issue 13): ../shared/data/faces-dev, centre crops; the same SRResNet recipe trained with
   `degradation: bicubic` (the stored clean LR) and `degradation: realistic` (Real-ESRGAN's second-order
@@ -29,6 +37,9 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(HERE), "shared", "data")
 RECIPE = {"generator_width": 32, "generator_blocks": 8, "residual_over_bicubic": True,
           "pretrain_learning_rate": 5e-4, "lr_decay": "cosine", "global_batch_size": 16, "steps_per_epoch": 200}
+MIXES = {"mixed-a": [0.3, 0.4, 0.3], "mixed-b": [0.2, 0.3, 0.5]}  # clean, mild, realistic
+STRENGTHS = (0.25, 0.5, 0.75)
+RUNGS = ("clean", "mild", "moderate", "harsh")
 KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "gain_psnr_rgb", "ssim_rgb", "bicubic_ssim_rgb",
         "gain_ssim_rgb", "niqe", "bicubic_niqe", "hr_niqe", "niqe_images")
 
@@ -74,11 +85,104 @@ def _side_by_side(cfg, run_ids: dict, name: str, limit: int = 8) -> str:
     return uri
 
 
+def _rung_psnrs(result: dict) -> dict:
+    out = {"clean": result["eval_split"]["psnr_rgb"]}
+    out.update({r: m["psnr_rgb"] for r, m in (result.get("rungs") or {}).items()})
+    return out
+
+
+def _ladder(cfg, args) -> dict:
+    """Train (or reuse) bicubic, realistic and the mixes; blend the first two; score all on every rung."""
+    import keras
+
+    from components import evaluator, preprocess, runs, storage
+    from components.evaluator import interpolation
+
+    cfg.input = os.path.join(SHARED, "faces-dev")
+    cfg.dataset_id = preprocess.run(cfg, [])["dataset_id"]
+    cfg.train.train_crop_size = args.crop
+    cfg.evaluate.eval_rungs = "mild,moderate,harsh"
+    crop = f"-c{args.crop}" if args.crop else ""
+    rows, results = {}, {}
+    for name in ("bicubic", "realistic", *MIXES):
+        cfg.train.degradation = "mixed" if name in MIXES else name
+        if name in MIXES:
+            cfg.mixed_degradation.mix_prob = MIXES[name]
+        run_id = f"recipe-{name}-{args.steps}{crop}-{cfg.dataset_id}"
+        cfg.run_id = run_id
+        started = time.time()
+        from components import trainer
+        trainer.run(cfg)  # a finished run of this id is resumed at its end: nothing retrained
+        seconds = time.time() - started
+        result = evaluator.run(cfg)
+        results[name] = result
+        rows[name] = {"run_id": run_id, "train_seconds_incl_ray_start": round(seconds, 1), **_rung_psnrs(result)}
+        print(json.dumps({name: rows[name]}), file=sys.stderr, flush=True)
+    cfg.run_id = None
+    bicubic_g = interpolation.load_generator(results["bicubic"]["model"])
+    realistic_g = interpolation.load_generator(results["realistic"]["model"])
+    for strength in STRENGTHS:
+        name = f"blend-{strength:g}"
+        path = os.path.join(args.artifact_root, "recipes", f"ladder-{name}-{args.steps}{crop}.keras")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        interpolation.blend(realistic_g, bicubic_g, strength).save(path)
+        cfg.model_uri, cfg.output = path, os.path.join(args.artifact_root, "recipes", f"ladder-{name}-{args.steps}{crop}-eval")
+        cfg.force = True
+        rows[name] = {"strength": strength, **_rung_psnrs(evaluator.run(cfg))}
+        cfg.model_uri = cfg.output = None
+        cfg.force = False
+    bicubic_psnr = {"clean": results["bicubic"]["eval_split"]["bicubic_psnr_rgb"],
+                    **{r: m["bicubic_psnr_rgb"] for r, m in results["bicubic"]["rungs"].items()}}
+    base = rows["bicubic"]
+    for r in rows.values():
+        r["vs_bicubic_trained"] = {k: round(r[k] - base[k], 3) for k in RUNGS}
+        r["vs_realistic_harsh"] = round(r["harsh"] - rows["realistic"]["harsh"], 3)
+        r["meets_goal"] = (r["vs_bicubic_trained"]["mild"] >= 0.5 and r["vs_bicubic_trained"]["clean"] >= -1.0
+                           and r["vs_realistic_harsh"] >= -0.3)
+    png = storage.join(cfg.artifact_root, "recipes", f"ladder-{args.steps}{crop}.png")
+    storage.write_bytes(png, _ladder_plot(rows, bicubic_psnr))
+    lines = ["| model | clean | mild | moderate | harsh | mild vs bicubic-trained | harsh vs realistic | goal |",
+             "|---|---|---|---|---|---|---|---|",
+             "| bicubic interpolation | " + " | ".join(f"{bicubic_psnr[k]:.3f}" for k in RUNGS) + " | | | |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{r[k]:.3f}" for k in RUNGS)
+                     + f" | {r['vs_bicubic_trained']['mild']:+.3f} | {r['vs_realistic_harsh']:+.3f} | "
+                       f"{'yes' if r['meets_goal'] else 'no'} |")
+    return {"dataset_id": cfg.dataset_id, "train_crop_size": args.crop, "mixes": MIXES, "strengths": STRENGTHS,
+            "bicubic_interpolation": bicubic_psnr, "rows": rows, "plot": png, "table": "\n".join(lines)}
+
+
+def _ladder_plot(rows: dict, bicubic_psnr: dict) -> bytes:
+    """Two panels: clean PSNR (x) against mild PSNR, and against harsh PSNR (y); one point per model."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, rung in zip(axes, ("mild", "harsh")):
+        for name, r in rows.items():
+            ax.scatter(r["clean"], r[rung], marker="s" if name.startswith("blend") else "o")
+            ax.annotate(name, (r["clean"], r[rung]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.scatter(bicubic_psnr["clean"], bicubic_psnr[rung], marker="x", color="k")
+        ax.annotate("bicubic", (bicubic_psnr["clean"], bicubic_psnr[rung]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        ax.set_xlabel("clean PSNR (dB)")
+        ax.set_ylabel(f"{rung} PSNR (dB)")
+        ax.set_title(f"clean vs {rung} (up and right is better)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def main(argv=None):
     from components.trainer.precision import speed_flags
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("compare", choices=("degradation", "patches"))
+    p.add_argument("compare", choices=("degradation", "patches", "ladder"))
     p.add_argument("--artifact-root", default="/tmp/srgan-recipes")
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--crop", type=int, default=None,
@@ -100,7 +204,9 @@ def main(argv=None):
     cfg.evaluate.bless_min_gain_db = 0.0
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}",
               "compare": args.compare, "steps": args.steps, "recipe": RECIPE, "runs": {}}
-    if args.compare == "degradation":
+    if args.compare == "ladder":
+        report.update(_ladder(cfg, args))
+    elif args.compare == "degradation":
         cfg.input = os.path.join(SHARED, "faces-dev")
         info = preprocess.run(cfg, [])
         cfg.dataset_id = info["dataset_id"]

@@ -2,7 +2,7 @@
 
 A YAML key `crop_size` (in any section) is the flag `--crop-size`. Field names are unique across
 sections, so a flag always names exactly one key. Unknown keys, wrong types and values outside a
-key's declared bounds (field metadata: choices, probabilities, [min, max] ranges) are errors that
+key's declared bounds (field metadata: choices, subsets, probabilities, [min, max] ranges) are errors that
 name the key, never silently ignored. A list key is a YAML list, or comma-separated on a flag
 (`--blur-sigma 0.2,3`).
 """
@@ -71,12 +71,25 @@ class TrainConfig:
     discriminator_batchnorm: bool = False
     warm_start: Optional[str] = None  # generator.keras, an exported model folder, or a run's folder
     # losses and optimizers
-    content_loss: str = "vgg"         # GAN phase content loss: vgg | vgg_normalized (unit features, as LPIPS) | pixel
-    vgg_layer: str = "block5_conv4"
-    vgg_weights: str = "imagenet"     # imagenet | path to VGG19 no-top weights | none (random features)
+    content_loss: str = field(default="vgg", metadata={"choices": ("vgg", "vgg_normalized", "pixel", "feature_matching")})
+    #   GAN phase content loss: vgg (perceptual: the vgg_* keys) | vgg_normalized (unit features, as LPIPS) | pixel |
+    #   feature_matching (L1 between the discriminator's activations on real and generated: needs no ImageNet weights)
+    vgg_network: str = field(default="vgg19", metadata={"choices": ("vgg19", "vgg16")})
+    vgg_layers: str = "srgan"         # srgan (block5's last conv) | realesrgan (5 layers, weighted) | name[:weight],...
+    vgg_weights: str = "imagenet"     # imagenet | path/URI of vgg_network's no-top weights | none (random: warned)
+    vgg_before_activation: bool = False  # features before the ReLU (ESRGAN) instead of after (SRGAN)
+    vgg_criterion: str = field(default="mse", metadata={"choices": ("mse", "l1")})
     content_weight: float = 1.0
+    gan_loss: str = field(default="standard", metadata={"choices": ("standard", "ragan")})
+    #   standard: SRGAN's D(x) cross-entropy; ragan: ESRGAN's relativistic average GAN
     adversarial_weight: float = 1e-3
-    pixel_weight: float = 0.0         # GAN phase: a pixel MSE term beside the content term (ESRGAN's recipe uses one)
+    pixel_weight: float = 0.0         # GAN phase: a pixel term beside the content term (ESRGAN: 1e-2 L1)
+    pixel_criterion: str = field(default="mse", metadata={"choices": ("mse", "l1")})  # pretraining and the pixel term
+    ema_decay: float = field(default=0.0, metadata={"prob": True})
+    #   GAN phase: an exponential moving average of the generator (Real-ESRGAN: 0.999), started from the generator
+    #   at the phase's start; it is what the run publishes (generator.keras) and it is in every checkpoint. 0: off
+    discriminator_spectral_norm: bool = False  # spectral normalisation of every D layer (replaces batchnorm)
+    icnr_init: bool = True            # sub-pixel convolutions start from ICNR (no checkerboard at step 0)
     pretrain_learning_rate: float = 1e-4
     g_learning_rate: float = 1e-4
     lr_decay: str = "constant"        # constant | cosine (generator lr decays to 1% over each phase)
@@ -88,9 +101,10 @@ class TrainConfig:
     precision: str = "float32"        # float32 | mixed_bfloat16 | mixed_float16 | auto (each worker's best)
     jit: bool = False                 # XLA; measured slower on CPU (STACK.md)
     seed: int = 0
-    degradation: str = field(default="bicubic", metadata={"choices": ("bicubic", "realistic")})
+    degradation: str = field(default="bicubic", metadata={"choices": ("bicubic", "realistic", "mixed")})
     #   bicubic: the stored LR (clean). realistic: LR made from HR on the fly by the second-order
-    #   pipeline of Real-ESRGAN (components.degradation.realistic_degrade; ranges in realistic_degradation:)
+    #   pipeline of Real-ESRGAN (components.degradation.realistic_degrade; ranges in realistic_degradation:).
+    #   mixed: per example, the clean LR, a mild one-pass degradation or the realistic one (mixed_degradation:)
     shuffle_buffer: int = 1024        # 0: no shuffling (deterministic order)
     augment: bool = True              # flip + small colour jitter, identical on HR and LR
     train_crop_size: Optional[int] = None  # HR side of a training step's crop (a random aligned crop of each
@@ -154,12 +168,34 @@ class RealisticDegradation:
 
 
 @dataclass
+class MixedDegradation:
+    """`degradation: mixed`: each training example's LR is, drawn per example from (seed, epoch, position),
+    the clean LR, a mild one-pass degradation (components.degradation.mild_degrade: the `mild_` keys) or
+    the realistic one (realistic_degradation:). Noise sigma in 0..255 units."""
+    mix_prob: list[float] = _probs(0.3, 0.4, 0.3)                          # clean, mild, realistic
+    mild_blur_prob: float = _prob(1.0)                                      # else no blur before the resize
+    mild_blur_sigma: list[float] = _range(0.5, 1.5, lo=0.0, open_lo=True)  # isotropic Gaussian, HR pixels
+    mild_noise_range: list[float] = _range(0.0, 5.0, lo=0.0)               # Gaussian, per channel
+    mild_jpeg_range: list[float] = _range(60.0, 95.0, lo=1.0, hi=100.0)
+
+
+EVAL_RUNGS = ("mild", "moderate", "harsh")  # the evaluator's rungs besides clean (components/evaluator/ladder.py)
+
+
+@dataclass
 class EvaluateConfig:
     eval_images: Optional[str] = None  # also evaluate on these folders / URIs (comma-separated) of full-size images
     eval_batch_size: int = 16
     grid_images: int = 16             # eval images shown in the comparison grids (8 per grid PNG)
     eval_degraded: bool = True        # also evaluate on the eval split under a fixed realistic degradation
-    #                                   (realistic_degradation: ranges; the same LR for every model)
+    #                                   (realistic_degradation: ranges; the same LR for every model): the `harsh`
+    #                                   rung of eval_rungs; false removes it from the rungs
+    eval_rungs: str = field(default="mild,moderate,harsh", metadata={"subset": EVAL_RUNGS})
+    #   the severity ladder (components/evaluator/ladder.py), comma-separated; the clean eval split is always
+    #   scored. mild, moderate: one camera-like pass (blur, bicubic, noise, JPEG); harsh: the realistic draw above
+    bless_rungs: Optional[str] = field(default=None, metadata={"subset": EVAL_RUNGS})
+    #   rungs (of those scored) the blessing also checks: PSNR not below bicubic and at most bless_tolerance_db
+    #   below LATEST on each (perceptual rule: at most bless_max_psnr_drop_db below either). none: clean only
     # blessing, on the dataset's eval split, PSNR (RGB) in dB
     bless_min_gain_db: float = 0.2    # must beat bicubic by at least this much
     bless_tolerance_db: float = 0.1   # may be at most this much worse than the model LATEST points to
@@ -168,6 +204,10 @@ class EvaluateConfig:
     bless_rule: str = "psnr"
     bless_min_niqe_gain: float = 0.1
     bless_max_psnr_drop_db: float = 2.0  # SRGAN vs SRResNet on Set5 in the paper: 2.65 dB lower, far more natural
+    # network interpolation (ESRGAN): score alpha * GAN + (1 - alpha) * PSNR-oriented generator for each alpha, keep
+    # the lowest NIQE whose PSNR is at most bless_max_psnr_drop_db below alpha 0's; that blend is judged and pushed
+    interpolation_alphas: list[float] = field(default_factory=list, metadata={"each_within": (0.0, 1.0)})
+    interpolation_base: Optional[str] = None  # the PSNR-oriented generator; none: the run's generator_psnr.keras
 
 
 @dataclass
@@ -213,6 +253,7 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     realistic_degradation: RealisticDegradation = field(default_factory=RealisticDegradation)
+    mixed_degradation: MixedDegradation = field(default_factory=MixedDegradation)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     push: PushConfig = field(default_factory=PushConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
@@ -286,11 +327,20 @@ def _number_list(name: str, value: Any) -> list[float]:
 
 
 def _check(name: str, meta, value: Any) -> None:
-    """The constraints a field's metadata declares (choices, probabilities, [min, max] ranges)."""
+    """The constraints a field's metadata declares (choices, comma-separated subsets of choices, probabilities,
+    [min, max] ranges)."""
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"config key {name!r} must be one of {', '.join(meta['choices'])}, got {value!r}")
+    bad = [v.strip() for v in value.split(",") if v.strip() not in meta["subset"] + ("",)] if "subset" in meta else []
+    if bad:
+        raise ConfigError(f"config key {name!r} must be comma-separated names from {', '.join(meta['subset'])}, "
+                          f"got {', '.join(map(repr, bad))}")
     if isinstance(value, (list, float)) and not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
         raise ConfigError(f"config key {name!r} must be finite numbers, got {value}")  # nan passes every comparison
+    if "each_within" in meta:
+        lo, hi = meta["each_within"]
+        if any(not lo <= v <= hi for v in value):
+            raise ConfigError(f"config key {name!r}: every value must lie within [{lo:g}, {hi:g}], got {value}")
     if "prob" in meta and not 0.0 <= value <= 1.0:
         raise ConfigError(f"config key {name!r} is a probability: it must be within [0, 1], got {value}")
     if "probs" in meta:

@@ -48,17 +48,40 @@ class BicubicUpsample(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
+@keras.saving.register_keras_serializable(package="srgan")
+class ICNR(keras.initializers.Initializer):
+    """ICNR (Aitken et al. 2017) for a convolution feeding a pixel shuffle of block `scale`: a kernel of
+    C_out/scale^2 channels drawn by `base`, each repeated for every sub-pixel position, so that conv +
+    shuffle starts as conv + nearest-neighbour upsampling: no checkerboard at initialisation."""
+
+    def __init__(self, scale: int = 2, base="glorot_uniform"):
+        self.scale, self.base = scale, keras.initializers.get(base)
+
+    def __call__(self, shape, dtype=None):
+        kh, kw, cin, cout = shape
+        r2 = self.scale * self.scale
+        if cout % r2:
+            raise ValueError(f"ICNR: {cout} output channels are not a multiple of {r2}")
+        sub = self.base((kh, kw, cin, cout // r2), dtype=dtype)
+        # depth_to_space (DCR) reads channel (i*r + j) * C + c for sub-pixel (i, j): tile, do not repeat
+        return tf.tile(sub, [1, 1, 1, r2])
+
+    def get_config(self):
+        return {"scale": self.scale, "base": keras.initializers.serialize(self.base)}
+
+
 def _prelu(name):
     # Per-channel slopes shared over space: the layer works for any input size.
     return keras.layers.PReLU(shared_axes=[1, 2], name=name)
 
 
 def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
-                    residual_over_bicubic: bool = False, name: str = "generator") -> keras.Model:
+                    residual_over_bicubic: bool = False, icnr: bool = True, name: str = "generator") -> keras.Model:
     """The SRGAN/SRResNet generator; fully convolutional (any input size, output `scale`x).
 
     Reference output: 9x9 conv -> tanh. With `residual_over_bicubic` the output is instead
     bicubic(x) + conv (no tanh), which starts at bicubic quality and learns faster on small budgets.
+    `icnr`: the sub-pixel convolutions start from ICNR (no checkerboard at step 0); else Glorot uniform.
     """
     if scale < 2 or scale & (scale - 1):
         raise ValueError(f"scale must be a power of two, got {scale}")
@@ -73,7 +96,8 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
     x = keras.layers.Conv2D(width, 3, padding="same", name="body_conv")(x)
     x = keras.layers.Add(name="long_skip")([x, skip])
     for i in range(int(math.log2(scale))):
-        x = keras.layers.Conv2D(width * 4, 3, padding="same", name=f"up{i}_conv")(x)
+        x = keras.layers.Conv2D(width * 4, 3, padding="same", name=f"up{i}_conv",
+                                kernel_initializer=ICNR(2) if icnr else "glorot_uniform")(x)
         x = PixelShuffle(2, name=f"up{i}_shuffle")(x)
         x = _prelu(f"up{i}_prelu")(x)
     x = keras.layers.Conv2D(3, 9, padding="same", name="tail_conv")(x)
@@ -86,24 +110,102 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
     return keras.Model(inputs, outputs, name=name)
 
 
+class _SpectralNorm:
+    """Spectral normalisation (Miyato et al. 2018) of a layer's kernel: the forward pass uses W / sigma(W),
+    sigma from one power-iteration vector `u` (not trained). `u` is advanced by `spectral_norm_update`,
+    called once per applied step in cross-replica context: a variable assigned inside the replica's
+    forward pass (Keras' SpectralNormalization wrapper) cannot be a mirrored variable."""
+
+    def _add_u(self):
+        out = self.kernel.shape[-1]
+        self.sn_u = self.add_weight(name="sn_u", shape=(1, out), initializer=keras.initializers.RandomNormal(0, 1, seed=1),
+                                    trainable=False)
+
+    def _w_mat(self):
+        return tf.reshape(tf.cast(self.kernel, tf.float32), [-1, self.kernel.shape[-1]])  # [in, out]
+
+    def normalized_kernel(self):
+        w = self._w_mat()
+        u = tf.stop_gradient(tf.math.l2_normalize(tf.cast(self.sn_u, tf.float32), axis=1))
+        v = tf.stop_gradient(tf.math.l2_normalize(tf.matmul(u, w, transpose_b=True), axis=1))  # [1, in]
+        sigma = tf.squeeze(tf.matmul(tf.matmul(v, w), u, transpose_b=True))
+        return tf.cast(tf.cast(self.kernel, tf.float32) / sigma, self.compute_dtype)
+
+    def power_iteration(self):
+        w = self._w_mat()
+        v = tf.math.l2_normalize(tf.matmul(tf.cast(self.sn_u, tf.float32), w, transpose_b=True), axis=1)
+        self.sn_u.assign(tf.math.l2_normalize(tf.matmul(v, w), axis=1))
+
+
+@keras.saving.register_keras_serializable(package="srgan")
+class SNConv2D(_SpectralNorm, keras.layers.Conv2D):
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._add_u()
+
+    def call(self, inputs):
+        x = self.convolution_op(inputs, self.normalized_kernel())
+        return x + tf.cast(self.bias, x.dtype) if self.use_bias else x
+
+
+@keras.saving.register_keras_serializable(package="srgan")
+class SNDense(_SpectralNorm, keras.layers.Dense):
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._add_u()
+
+    def call(self, inputs):
+        x = tf.matmul(inputs, self.normalized_kernel())
+        return x + tf.cast(self.bias, x.dtype) if self.use_bias else x
+
+
+def spectral_norm_update(model: keras.Model) -> None:
+    """One power iteration for every spectrally normalised layer of `model` (after each applied step)."""
+    for layer in model.layers:
+        if isinstance(layer, _SpectralNorm):
+            layer.power_iteration()
+
+
 def build_discriminator(hr_size: int = 128, width: int = 64, depth: int = 8, batchnorm: bool = False,
-                        dense: int = 1024, name: str = "discriminator") -> keras.Model:
-    """`depth` 3x3 convs (width doubling every 2 layers, stride 2 on every second) + dense + logit."""
+                        dense: int = 1024, spectral_norm: bool = False, name: str = "discriminator") -> keras.Model:
+    """`depth` 3x3 convs (width doubling every 2 layers, stride 2 on every second) + dense + logit.
+    `spectral_norm`: every conv and dense layer spectrally normalised (no batchnorm with it)."""
     if depth < 2 or depth % 2:
         raise ValueError(f"discriminator depth must be an even number >= 2, got {depth}")
+    conv, fc = (SNConv2D, SNDense) if spectral_norm else (keras.layers.Conv2D, keras.layers.Dense)
     inputs = keras.Input((hr_size, hr_size, 3), name="image")
     x = inputs
     for i in range(depth):
         filters = width * 2 ** (i // 2)
-        x = keras.layers.Conv2D(filters, 3, strides=1 + i % 2, padding="same", name=f"conv{i}")(x)
-        if batchnorm and i > 0:
+        x = conv(filters, 3, strides=1 + i % 2, padding="same", name=f"conv{i}")(x)
+        if batchnorm and i > 0 and not spectral_norm:
             x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.LeakyReLU(0.2, name=f"lrelu{i}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    x = keras.layers.Dense(dense, name="dense")(x)
+    x = fc(dense, name="dense")(x)
     x = keras.layers.LeakyReLU(0.2, name="dense_lrelu")(x)
-    logits = keras.layers.Dense(1, dtype="float32", name="logit")(x)
+    logits = fc(1, dtype="float32", name="logit")(x)
     return keras.Model(inputs, logits, name=name)
+
+
+def discriminator_features(discriminator: keras.Model) -> keras.Model:
+    """The same discriminator (shared layers) returning [activations after each conv block..., logit]:
+    what feature matching compares (pix2pixHD; Salimans et al. 2016)."""
+    feats = [l.output for l in discriminator.layers if l.name.startswith("lrelu")]
+    return keras.Model(discriminator.input, [*feats, discriminator.output], name=f"{discriminator.name}_features")
+
+
+def blend_weights(a: keras.Model, b: keras.Model, alpha: float) -> list:
+    """Network interpolation (ESRGAN): alpha * a + (1 - alpha) * b, weight by weight, for two models of one
+    architecture. alpha 1 gives a's weights exactly, 0 gives b's."""
+    wa, wb = a.get_weights(), b.get_weights()
+    if [w.shape for w in wa] != [w.shape for w in wb]:
+        raise ValueError(f"{a.name} and {b.name} are not the same architecture: their weights cannot be blended")
+    if alpha == 1.0:
+        return wa
+    if alpha == 0.0:
+        return wb
+    return [alpha * x + (1.0 - alpha) * y for x, y in zip(wa, wb)]
 
 
 def to_unit(images_uint8):

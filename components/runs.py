@@ -19,6 +19,7 @@ import json
 from components import storage
 
 RUN_JSON, HISTORY, GENERATOR, PIPELINE_JSON, EVAL = "run.json", "history.jsonl", "generator.keras", "pipeline.json", "eval"
+GENERATOR_PSNR = "generator_psnr.keras"  # the generator at the GAN phase's start (PSNR-oriented): interpolation's other end
 METRICS_JSON = "metrics.json"  # in an eval folder, with per_image.csv, grids/ and the decision
 BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
 METRIC_GROUPS = ("loss", "d")  # metric names are "<group>/<name>"

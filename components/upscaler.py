@@ -65,17 +65,24 @@ def _from_saved_model(local_dir: str, source: str) -> Upscaler:
 
 def _from_keras(keras_uri: str) -> Upscaler:
     import keras
+
+    from components import models  # noqa: F401  (registers the custom layers load_model needs)
+
+    generator = keras.saving.load_model(storage.stage_in(keras_uri), compile=False)
+    return from_generator(generator, keras_uri)
+
+
+def from_generator(generator, source: str, kind: str = "keras") -> Upscaler:
+    """An Upscaler for a Keras generator in memory (e.g. an interpolated one)."""
     import tensorflow as tf
 
     from components import models
-
-    generator = keras.saving.load_model(storage.stage_in(keras_uri), compile=False)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)], reduce_retracing=True)
     def run(x):
         return models.to_uint8(generator(models.to_unit(x), training=False))
 
-    return Upscaler(lambda x: run(x).numpy(), keras_uri, "keras")
+    return Upscaler(lambda x: run(x).numpy(), source, kind)
 
 
 # ----------------------------------------------------------------------------- arrays

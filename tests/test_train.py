@@ -19,7 +19,7 @@ from components import dataset, storage
 from tests.conftest import REPO, kill_processes_of, onednn_requested, run_cli
 
 TINY = ["--generator-width", "8", "--generator-blocks", "2", "--discriminator-width", "8",
-        "--discriminator-dense", "16", "--vgg-weights", "none", "--vgg-layer", "block2_conv2",
+        "--discriminator-dense", "16", "--vgg-weights", "none", "--vgg-layers", "block2_conv2",
         "--global-batch-size", "4", "--log-every-seconds", "2", "--cpus-per-worker", "1"]
 
 

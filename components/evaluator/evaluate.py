@@ -1,9 +1,12 @@
 """The evaluator: metrics against bicubic, comparison grids, the loss curve, and the blessing.
 
 Evaluates a run's generator (or any model `components.upscaler.load` accepts) on the dataset's eval
-split, on the same split under a fixed realistic degradation (`degraded`: blur, resize, noise, JPEG,
-one seeded draw per image, so every model sees the same LR) and, optionally, on a folder of
-full-size images degraded with the shared degradation function. Blessing reads the clean split. Compares with the model `models/<name>/LATEST` points to, on the same data, and decides
+split, on the same split down a severity ladder (`eval_rungs`, components/evaluator/ladder.py: `mild` and
+`moderate` single camera-like passes written apart from the training sampler, and `harsh`, the fixed
+realistic degradation that is the `degraded` section; one seeded draw per image and rung, so every model
+sees the same LR) and, optionally, on a folder of full-size images degraded with the shared degradation
+function. Blessing reads the clean split, and the rungs `bless_rungs` names. Compares with the model
+`models/<name>/LATEST` points to, on the same data, and decides
 BLESSED / NOT_BLESSED. Everything goes to `runs/<run-id>/eval/` (or `--output`), published with the
 decision file last, so a reader that finds BLESSED or NOT_BLESSED finds everything else too.
 """
@@ -27,10 +30,11 @@ from components import dataset, metrics, plots, provenance, registry, runs, stor
 from components.config import Config
 from components.degradation import EVAL_SEED, degrade, degrade_fixed
 from components.errors import UserError
+from components.evaluator import ladder
 from components.runs import BLESSED, NOT_BLESSED
 
 log = logging.getLogger("evaluate")
-METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "hf_ratio")
+METRIC_KEYS = ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y", "hf_ratio", "checkerboard", "colour_drift")
 BLESS_RULES = ("psnr", "perceptual")
 EVAL_TILE = 512  # LR tile for full-size images: bounds memory, big enough that Set5/Set14 are one tile
 BATCH_LR_PIXELS = 16 * 64 * 64  # LR pixels upscaled in one batch (16 of the 128 px crops' 32 px LR with room)
@@ -85,6 +89,44 @@ def degraded_split(rows: list[dict], params, scale: int) -> list[dict]:
 
 def _name_index(name: str) -> int:
     return int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:15], 16)  # < 2**60: an int64 seed half
+
+
+HARSH = "harsh"
+RUNG_LABELS = {HARSH: "degraded"}  # per_image.csv's split and the grids' name: harsh keeps its pre-ladder name
+
+
+def rung_label(rung: str) -> str:
+    """The rung's split name in per_image.csv and its grids' prefix (`degraded` for harsh, else the rung)."""
+    return RUNG_LABELS.get(rung, rung)
+
+
+def scored_rungs(ev) -> tuple[list[str], list[str]]:
+    """(rungs to score besides clean, in order of severity; rungs the blessing checks) from `eval_rungs`
+    (without harsh when `eval_degraded` is false) and `bless_rungs`. Errors name the key; raised before
+    any model runs (a config built in code has not been through the config's own checks)."""
+    wanted = {}
+    for key in ("eval_rungs", "bless_rungs"):
+        wanted[key] = ladder.parse(getattr(ev, key))
+        bad = [r for r in wanted[key] if r not in ladder.SCORED]
+        if bad:
+            raise EvaluateError(f"{key}: {', '.join(map(repr, bad))} is not a rung; choose from "
+                                f"{', '.join(ladder.SCORED)} (the clean eval split is always scored)")
+    rungs = [r for r in ladder.SCORED if r in wanted["eval_rungs"] and (r != HARSH or ev.eval_degraded)]
+    unscored = [r for r in wanted["bless_rungs"] if r not in rungs]
+    if unscored:
+        why = " (eval_degraded is false)" if HARSH in unscored and not ev.eval_degraded else ""
+        raise EvaluateError(f"bless_rungs: {', '.join(unscored)} is not scored (eval_rungs {ev.eval_rungs!r}{why}): "
+                            "the blessing can only check rungs that eval_rungs scores")
+    return rungs, [r for r in ladder.SCORED if r in wanted["bless_rungs"]]
+
+
+def rung_split(rows: list[dict], rung: str, realistic, scale: int) -> tuple[list[dict], dict]:
+    """The eval split's rows on `rung` (HR shared, LR degraded) and the parameters that made them: harsh by
+    the fixed realistic draw (`degraded_split`), the others by the ladder's single camera-like pass."""
+    if rung == HARSH:
+        return degraded_split(rows, realistic, scale), {"seed": EVAL_SEED,
+                                                        "realistic_degradation": dataclasses.asdict(realistic)}
+    return ladder.camera_split(rows, rung, scale)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -174,6 +216,33 @@ def bless(candidate: dict, baseline: dict | None, baseline_version: int | None, 
     return ok, reasons
 
 
+def bless_on_rungs(candidate: dict, baseline: dict | None, baseline_version: int | None, names: list[str],
+                   tolerance_db: float, below_bicubic_db: float = 0.0) -> tuple[bool, list[str]]:
+    """The blessing's check on the rungs `bless_rungs` names ({rung: means} of the candidate and of LATEST):
+    on each, mean PSNR (RGB) at most `below_bicubic_db` below bicubic's (0: not below bicubic) and at most
+    `tolerance_db` below the current model's on the same LR."""
+    reasons, ok = [], True
+    for rung in names:
+        c = candidate[rung]
+        if not math.isfinite(c["psnr_rgb"]):
+            ok = False
+            reasons.append(f"FAIL: {rung} rung: PSNR (RGB) is not finite ({c['psnr_rgb']})")
+            continue
+        gain = c["psnr_rgb"] - c["bicubic_psnr_rgb"]
+        passed = gain >= -below_bicubic_db
+        ok &= passed
+        reasons.append(f"{'pass' if passed else 'FAIL'}: {rung} rung: PSNR (RGB) {c['psnr_rgb']:.3f} dB is {gain:+.3f} dB "
+                       f"over bicubic ({c['bicubic_psnr_rgb']:.3f} dB); required >= {-below_bicubic_db:+.3f} dB")
+        if baseline is not None:
+            delta = c["psnr_rgb"] - baseline[rung]["psnr_rgb"]
+            passed = delta >= -tolerance_db
+            ok &= passed
+            reasons.append(f"{'pass' if passed else 'FAIL'}: {rung} rung: PSNR (RGB) {delta:+.3f} dB vs the current "
+                           f"model (version {baseline_version}, {baseline[rung]['psnr_rgb']:.3f} dB on the same "
+                           f"images); allowed down to -{tolerance_db:.3f} dB")
+    return ok, reasons
+
+
 def bless_perceptual(candidate: dict, baseline: dict | None, baseline_version: int | None, min_niqe_gain: float,
                      max_psnr_drop_db: float, baseline_name: str | None = None) -> tuple[bool, list[str]]:
     """The rule for GAN models: mean NIQE (full-size images) better than the current model's (LATEST; with
@@ -240,6 +309,64 @@ def _safe(name: str) -> str:
 
 # ----------------------------------------------------------------------------- the component
 
+INTERPOLATED = "generator_interpolated.keras"  # in the eval folder: the blend the evaluator chose, which is pushed
+
+
+def _curve_point(model, rows: list[dict], folder_rows: list, batch: int, scale: int) -> dict:
+    """What the perceptual rule reads, and only that (a curve has several points): mean PSNR (RGB) on the eval
+    split, NIQE pooled over every image where it is defined (eval split and folders)."""
+    psnrs, niqes = [], []
+    for i, (r_rows, sr) in enumerate([(rows, super_resolve(model, rows, batch))]
+                                     + [(f, super_resolve(model, f, 1)) for _u, f in folder_rows]):
+        for r, s in zip(r_rows, sr):
+            if i == 0:
+                psnrs.append(float(metrics.psnr(s, r["hr"], crop_border=scale)))
+            n = metrics.niqe(s, crop_border=scale)
+            if n is not None:
+                niqes.append(n)
+    return {"psnr_rgb": float(np.mean(psnrs)), "niqe": float(np.mean(niqes)) if niqes else None,
+            "niqe_images": len(niqes)}
+
+
+def _interpolate(cfg: Config, model, rows: list[dict], folder_rows: list, out: str) -> dict | None:
+    """Network interpolation and the warm-start comparison, for a Keras generator whose run has a PSNR-oriented
+    generator (or `interpolation_base`): the perception-distortion curve over {0} + `interpolation_alphas`
+    (PSNR on the eval split, NIQE pooled over the full-size images) and the chosen alpha with its generator
+    ('keras'; None when alpha 1, the GAN itself, is chosen or no alphas were asked), plus 'psnr_point' (alpha 0:
+    what the perceptual rule compares with). None when there is nothing to blend or compare."""
+    from components.evaluator import interpolation
+
+    ev, scale = cfg.evaluate, cfg.preprocess.scale
+    if not (ev.interpolation_alphas or ev.bless_rule == "perceptual") or model.kind != "keras":
+        return None
+    psnr_uri = interpolation.psnr_generator_of(cfg.artifact_root, cfg.run_id, ev.interpolation_base)
+    if psnr_uri is None:
+        if ev.interpolation_alphas:
+            log.warning("interpolation_alphas: no PSNR-oriented generator to blend with (the run has no %s; set "
+                        "interpolation_base): the generator is judged as it is", runs.GENERATOR_PSNR)
+        return None
+    gan = interpolation.load_generator(model.source)
+    psnr = interpolation.load_generator(psnr_uri)
+    curve, blends = [], {}
+    for alpha in sorted({0.0, *ev.interpolation_alphas}):
+        blended = interpolation.blend(gan, psnr, alpha)
+        up = upscaler.from_generator(blended, f"alpha {alpha:g}")
+        point = {"alpha": alpha, **_curve_point(up, rows, folder_rows, ev.eval_batch_size, scale)}
+        curve.append(point)
+        blends[alpha] = blended
+        log.info("interpolation alpha %.2f: PSNR (RGB) %.3f dB, NIQE %s", alpha, point["psnr_rgb"],
+                 "undefined" if point["niqe"] is None else f"{point['niqe']:.3f}")
+    result = {"psnr_generator": psnr_uri, "gan_generator": model.source, "psnr_point": curve[0]}
+    if ev.interpolation_alphas:
+        chosen = interpolation.choose(curve, ev.bless_max_psnr_drop_db)["alpha"]
+        result.update(alphas=sorted(ev.interpolation_alphas), curve=curve, chosen_alpha=chosen,
+                      generator=storage.join(out, INTERPOLATED),
+                      keras=blends[chosen])
+        log.info("interpolation: alpha %.2f chosen (lowest NIQE within %.2f dB of alpha 0's PSNR)", chosen,
+                 ev.bless_max_psnr_drop_db)
+    return result
+
+
 def _target(cfg: Config) -> tuple[str, str, str]:
     """(model URI, dataset id, output URI) for what the config asks to evaluate."""
     if cfg.run_id:
@@ -269,6 +396,7 @@ def run(cfg: Config) -> dict:
     ev, scale = cfg.evaluate, cfg.preprocess.scale
     if ev.bless_rule not in BLESS_RULES:  # before any model runs
         raise EvaluateError(f"bless_rule {ev.bless_rule!r}: choose one of {', '.join(BLESS_RULES)}")
+    rung_names, bless_names = scored_rungs(ev)  # before any model runs too
     existing = runs.decision(out)
     if existing and not cfg.force:
         log.info("%s: already evaluated (%s); --force re-evaluates", out, existing["decision"])
@@ -280,39 +408,44 @@ def run(cfg: Config) -> dict:
         model = upscaler.load(model_uri)
     except registry.RegistryError as exc:
         raise EvaluateError(str(exc)) from None
+    folder_rows = [(uri, with_bicubic(image_folder(uri, scale), scale))
+                   for uri in [u.strip() for u in (ev.eval_images or "").split(",") if u.strip()]]
+    interp = _interpolate(cfg, model, rows, folder_rows, out)
+    interp_keras = interp.pop("keras", None) if interp else None
+    if interp_keras is not None:  # the chosen blend is what is judged (and pushed)
+        model = upscaler.from_generator(interp_keras, f"{model.source} interpolated (alpha {interp['chosen_alpha']:g})")
     log.info("evaluating %s on %d eval images of dataset %s", model.source, len(rows), dataset_id)
     sr = super_resolve(model, rows, ev.eval_batch_size)
     per_image = score(rows, sr, scale)
     summary = summarize(per_image)
 
-    degraded = None  # (rows, sr, scores) on the degraded eval split
-    if ev.eval_degraded:
-        d_rows = with_bicubic(degraded_split(rows, cfg.realistic_degradation, scale), scale)
-        d_sr = super_resolve(model, d_rows, ev.eval_batch_size)
-        degraded = (d_rows, d_sr, score(d_rows, d_sr, scale))
-        means = summarize(degraded[2])
-        log.info("degraded eval split: PSNR (RGB) %.3f dB vs bicubic %.3f dB", means["psnr_rgb"],
-                 means["bicubic_psnr_rgb"])
+    rungs = {}  # rung -> (rows, sr, scores, parameters): the eval split down the severity ladder
+    for rung in rung_names:
+        r_rows, params = rung_split(rows, rung, cfg.realistic_degradation, scale)
+        r_rows = with_bicubic(r_rows, scale)
+        r_sr = super_resolve(model, r_rows, ev.eval_batch_size)
+        rungs[rung] = (r_rows, r_sr, score(r_rows, r_sr, scale), params)
+        means = summarize(rungs[rung][2])
+        log.info("%s rung%s: PSNR (RGB) %.3f dB vs bicubic %.3f dB (%+.3f)", rung,
+                 " (the degraded eval split)" if rung == HARSH else "", means["psnr_rgb"], means["bicubic_psnr_rgb"],
+                 means["gain_psnr_rgb"])
 
     folders = []  # (name, rows, sr, scores) per --eval-images folder
-    for uri in [u.strip() for u in (ev.eval_images or "").split(",") if u.strip()]:
-        folder_rows = with_bicubic(image_folder(uri, scale), scale)
-        folder_sr = super_resolve(model, folder_rows, 1)
-        folders.append((uri, folder_rows, folder_sr, score(folder_rows, folder_sr, scale)))
+    for uri, f_rows in folder_rows:
+        folder_sr = super_resolve(model, f_rows, 1)
+        folders.append((uri, f_rows, folder_sr, score(f_rows, folder_sr, scale)))
         means = summarize(folders[-1][3])
         log.info("%s: PSNR (RGB) %.3f dB vs bicubic %.3f dB; NIQE %s", uri, means["psnr_rgb"],
                  means["bicubic_psnr_rgb"], "undefined" if means["niqe"] is None else f"{means['niqe']:.3f}")
 
     root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
-    baseline_version, baseline, baseline_scored, baseline_degraded = registry.latest(root), None, [], None
+    baseline_version, baseline, baseline_scored, baseline_rungs = registry.latest(root), None, [], None
     if baseline_version is not None:
         baseline_model = upscaler.load(root, baseline_version)
         baseline_scored = [score(rows, super_resolve(baseline_model, rows, ev.eval_batch_size), scale)]
         baseline = summarize(baseline_scored[0])
-        if degraded:
-            d_rows = degraded[0]
-            baseline_degraded = summarize(score(d_rows, super_resolve(baseline_model, d_rows, ev.eval_batch_size),
-                                                scale))
+        baseline_rungs = {rung: summarize(score(r_rows, super_resolve(baseline_model, r_rows, ev.eval_batch_size), scale))
+                          for rung, (r_rows, _sr, _p, _params) in rungs.items()}
         baseline_scored += [score(f_rows, super_resolve(baseline_model, f_rows, 1), scale) for _u, f_rows, _s, _p in folders]
         log.info("current model (version %d): PSNR %.3f dB on the same images", baseline_version, baseline["psnr_rgb"])
     perceptual = {"candidate": _perceptual_summary(summary, [per_image] + [f[3] for f in folders]),
@@ -322,6 +455,21 @@ def run(cfg: Config) -> dict:
                                        ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db)
     else:
         ok, reasons = bless(summary, baseline, baseline_version, ev.bless_min_gain_db, ev.bless_tolerance_db)
+    if ev.bless_rule == "perceptual" and interp:  # a GAN must also be more natural than what it started from
+        warm_ok, warm_reasons = bless_perceptual(
+            perceptual["candidate"], interp["psnr_point"], None, ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db,
+            baseline_name="its warm start (the PSNR-oriented generator the GAN phase began from)")
+        ok, reasons = ok and warm_ok, reasons + warm_reasons
+    rung_means = {rung: summarize(scores) for rung, (_r, _s, scores, _p) in rungs.items()}
+    if bless_names:  # on each rung named: the PSNR rule's bounds (not below bicubic, within the tolerance of
+        #              LATEST), or the perceptual rule's (at most bless_max_psnr_drop_db below either)
+        if ev.bless_rule == "perceptual":
+            tolerance, below_bicubic = ev.bless_max_psnr_drop_db, ev.bless_max_psnr_drop_db
+        else:
+            tolerance, below_bicubic = ev.bless_tolerance_db, 0.0
+        rung_ok, rung_reasons = bless_on_rungs(rung_means, baseline_rungs, baseline_version, bless_names,
+                                               tolerance, below_bicubic)
+        ok, reasons = ok and rung_ok, reasons + rung_reasons
 
     result = {
         "decision": BLESSED if ok else NOT_BLESSED,
@@ -331,19 +479,23 @@ def run(cfg: Config) -> dict:
         "run_id": cfg.run_id,
         "dataset_id": dataset_id,
         "eval_split": summary,
-        "degraded": {**summarize(degraded[2]), "seed": EVAL_SEED,
-                     "realistic_degradation": dataclasses.asdict(cfg.realistic_degradation)} if degraded else None,
+        "rungs": {rung: {**rung_means[rung], "csv_split": rung_label(rung), "parameters": rungs[rung][3]}
+                  for rung in rungs} or None,
+        "degraded": {**rung_means[HARSH], **rungs[HARSH][3]} if HARSH in rungs else None,  # the harsh rung
         "eval_images": {storage.basename(uri): {"uri": uri, **summarize(scores)} for uri, _r, _s, scores in folders}
         or None,
         "baseline": {"model": f"{root}/{baseline_version}", "version": baseline_version, "eval_split": baseline,
-                     "degraded": baseline_degraded,
+                     "rungs": baseline_rungs or None, "degraded": (baseline_rungs or {}).get(HARSH),
                      "eval_images": {storage.basename(f[0]): summarize(p) for f, p in zip(folders, baseline_scored[1:])}
                      or None}
         if baseline else None,
+        "interpolation": {k: v for k, v in interp.items() if k != "psnr_point"} if interp and interp.get("alphas")
+        else None,
         "bless_rule": ev.bless_rule,
         "perceptual": perceptual,  # the numbers the perceptual rule reads (reported whichever rule decided)
         "thresholds": {"bless_min_gain_db": ev.bless_min_gain_db, "bless_tolerance_db": ev.bless_tolerance_db,
-                       "bless_min_niqe_gain": ev.bless_min_niqe_gain, "bless_max_psnr_drop_db": ev.bless_max_psnr_drop_db},
+                       "bless_min_niqe_gain": ev.bless_min_niqe_gain, "bless_max_psnr_drop_db": ev.bless_max_psnr_drop_db,
+                       "bless_rungs": bless_names},
         "convention": metrics.convention(scale),
         "code_version": provenance.code_version(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -358,22 +510,24 @@ def run(cfg: Config) -> dict:
             with open(path, "wb") as f:
                 f.write(data.encode() if isinstance(data, str) else data)
         csv_text = _csv(per_image, "eval")
-        if degraded:
-            csv_text += _csv(degraded[2], "degraded").split("\n", 1)[1]
+        for rung, (_r, _s, scores, _p) in rungs.items():
+            csv_text += _csv(scores, rung_label(rung)).split("\n", 1)[1]
         for uri, _rows, _sr, scores in folders:
             csv_text += _csv(scores, f"images:{storage.basename(uri)}").split("\n", 1)[1]
         put("per_image.csv", csv_text)
         for i, png in enumerate(_grids(rows, sr, per_image, ev.grid_images, scale)):
             put(f"grids/eval-{i:03d}.png", png)
-        if degraded:
-            for i, png in enumerate(_grids(*degraded, ev.grid_images, scale)):
-                put(f"grids/degraded-{i:03d}.png", png)
+        for rung, (r_rows, r_sr, scores, _p) in rungs.items():
+            for i, png in enumerate(_grids(r_rows, r_sr, scores, ev.grid_images, scale)):
+                put(f"grids/{rung_label(rung)}-{i:03d}.png", png)
         for uri, folder_rows, folder_sr, scores in folders:
             for r, png in zip(folder_rows, _grids(folder_rows, folder_sr, scores, ev.grid_images, scale)):
                 put(f"grids/{_safe(storage.basename(uri))}-{_safe(os.path.splitext(r['name'])[0])}.png", png)
         curve = plots.loss_curve(runs.read_history(cfg.artifact_root, cfg.run_id)) if cfg.run_id else None
         if curve:
             put("loss_curve.png", curve)
+        if result["interpolation"]:
+            interp_keras.save(os.path.join(d, INTERPOLATED))
         put(runs.METRICS_JSON, json.dumps(result, indent=2, sort_keys=True) + "\n")
         put(result["decision"], json.dumps({"decision": result["decision"], "reasons": reasons}, indent=2) + "\n")
     log.debug("%s: %s", result["decision"], "; ".join(reasons))  # the jobs print the decision, once

@@ -82,6 +82,10 @@ def run(cfg: Config) -> dict:
                      "!" * 78):
             log.warning(line)
 
+    eval_metrics = runs.read_metrics(eval_folder)
+    interpolation = eval_metrics.get("interpolation")
+    if interpolation:  # the evaluator judged a blend of the GAN and PSNR generators: that blend is what ships
+        generator_uri = interpolation["generator"]
     root = registry.model_root(cfg.artifact_root, cfg.push.model_name)
     local_generator = storage.stage_in(generator_uri)
     generator_sha = registry.sha256_file(local_generator)
@@ -93,7 +97,6 @@ def run(cfg: Config) -> dict:
             registry.update_latest(root)
         return {**previous, "uri": uri, "already_pushed": True}
 
-    eval_metrics = runs.read_metrics(eval_folder)
     rule = eval_metrics.get("bless_rule", "psnr")  # metrics.json before 2026-11-25: always the PSNR rule
     known = registry.versions(root)
     if known:  # a model name keeps the rule its versions were blessed by
@@ -123,6 +126,9 @@ def run(cfg: Config) -> dict:
             "scale": dataset_info["preprocess"]["scale"],
             "signature": SIGNATURE,
             "generator": {k: train.get(k) for k in ("generator_width", "generator_blocks", "residual_over_bicubic")},
+            # alpha * GAN + (1 - alpha) * PSNR-oriented generator, as the evaluator chose it; None: the run's own
+            "interpolation": {k: interpolation.get(k) for k in ("chosen_alpha", "gan_generator", "psnr_generator")}
+            if interpolation else None,
             "metrics": {"decision": verdict["decision"], "reasons": verdict["reasons"],
                         "eval_split": eval_metrics.get("eval_split"), "eval_images": eval_metrics.get("eval_images"),
                         "baseline": eval_metrics.get("baseline"), "convention": eval_metrics.get("convention"),

@@ -53,11 +53,22 @@ def _check(cfg: Config) -> dict:
         value = getattr(t, name)
         if value is not None and value < 0:
             raise TrainError(f"{name} must be >= 0, got {value}")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise TrainError(f"ema_decay must be within [0, 1) (0: off), got {t.ema_decay}")
     dataset.crop_size(info, "train", t.train_crop_size)  # before any worker starts
     if t.warm_start:
         if runs.find_generator(t.warm_start) is None:
             raise TrainError(f"warm_start {t.warm_start}: no generator.keras there")
     return info
+
+
+def degradation_record(cfg: Config) -> dict:
+    """run.json's record of the degradation settings a run trains with: realistic_degradation (realistic and
+    mixed), mixed_degradation (mixed); nothing for bicubic."""
+    d = cfg.train.degradation
+    return {**({"realistic_degradation": dataclasses.asdict(cfg.realistic_degradation)}
+               if d in ("realistic", "mixed") else {}),
+            **({"mixed_degradation": dataclasses.asdict(cfg.mixed_degradation)} if d == "mixed" else {})}
 
 
 def run(cfg: Config) -> dict:
@@ -72,11 +83,17 @@ def run(cfg: Config) -> dict:
     gan = schedule.gan_steps
     vgg_weights = None
     if t.content_loss.startswith("vgg") and gan > 0:
-        from components.trainer.losses import VggWeightsError, resolve_vgg_weights
-        try:  # before anything starts: a missing weights file is the user's to fix, not a worker crash
-            vgg_weights = resolve_vgg_weights(t.vgg_weights)
+        from components.trainer.losses import VggWeightsError, parse_vgg_layers, resolve_vgg_weights
+        try:  # before anything starts: a missing or misfit weights file is the user's to fix, not a worker crash
+            parse_vgg_layers(t.vgg_layers, t.vgg_network)
+            vgg_weights = resolve_vgg_weights(t.vgg_weights, t.vgg_network)
         except VggWeightsError as exc:
             raise TrainError(str(exc)) from None
+        if vgg_weights is None:
+            log.warning("vgg_weights: none: the perceptual loss compares RANDOM %s features. Measured here, that made "
+                        "the GAN phase worse than its warm start (NIQE 7.14 -> 11.16, a checkerboard over every image; "
+                        "BENCHMARKS.md). Give ImageNet weights (vgg_weights: imagenet or a file), or use content_loss: "
+                        "feature_matching, which needs none", t.vgg_network)
 
     import ray
     import ray.train
@@ -93,11 +110,11 @@ def run(cfg: Config) -> dict:
         "dataset_id": cfg.dataset_id,
         "dataset_uri": dataset.dataset_uri(cfg.artifact_root, cfg.dataset_id),
         "config": dataclasses.asdict(t),
-        **({"realistic_degradation": dataclasses.asdict(cfg.realistic_degradation)}
-           if t.degradation == "realistic" else {}),
+        **degradation_record(cfg),
         "schedule": schedule.to_dict(),
-        "vgg_features": ("imagenet" if vgg_weights == "imagenet" else "random (untrained)" if vgg_weights is None
-                         and t.content_loss.startswith("vgg") and gan > 0 else vgg_weights or "unused"),
+        "vgg_features": ({"network": t.vgg_network, "weights": "random (untrained)" if vgg_weights is None else vgg_weights,
+                          "layers": t.vgg_layers, "before_activation": t.vgg_before_activation,
+                          "criterion": t.vgg_criterion} if t.content_loss.startswith("vgg") and gan > 0 else "unused"),
         "code_version": provenance.code_version(),
         "package_versions": provenance.package_versions(),
         "seeds": {"seed": t.seed},
@@ -129,7 +146,8 @@ def run(cfg: Config) -> dict:
     trainer = DataParallelTrainer(  # Ray's TensorflowTrainer, but its controller does not import TensorFlow
         train_loop_per_worker,
         backend_config=TFClusterConfig(),
-        train_loop_config=worker_config(t, schedule, record["dataset_uri"], out, vgg_weights, cfg.realistic_degradation),
+        train_loop_config=worker_config(t, schedule, record["dataset_uri"], out, vgg_weights, cfg.realistic_degradation,
+                                        cfg.mixed_degradation),
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.gpus_per_worker > 0,
                                      resources_per_worker={"CPU": t.cpus_per_worker,
                                                            **({"GPU": t.gpus_per_worker} if t.gpus_per_worker else {})}),

@@ -205,8 +205,9 @@ class WorkerLoop:
         self.schedule = Schedule(**config["schedule"])
         self.dataset_uri, self.run_uri = config["dataset_uri"], config["run_uri"]
         self.vgg_weights = config.get("vgg_weights_resolved")
-        from components.config import RealisticDegradation
+        from components.config import MixedDegradation, RealisticDegradation
         self.realistic = RealisticDegradation(**config["realistic_degradation"])
+        self.mixed = MixedDegradation(**config.get("mixed_degradation", {}))
         self.session = session
         self.rank, self.world = self.session.rank, self.session.world
         self.step, self.metrics = 0, {}
@@ -242,22 +243,42 @@ class WorkerLoop:
             return keras.optimizers.Adam(lr, beta_1=cfg.adam_beta1, beta_2=cfg.adam_beta2, epsilon=cfg.adam_epsilon)
         with self.strategy.scope():
             self.generator = models.build_generator(cfg.generator_width, cfg.generator_blocks, self.scale,
-                                                    cfg.residual_over_bicubic)
+                                                    cfg.residual_over_bicubic, icnr=cfg.icnr_init)
+            # the GAN phase's moving average of the generator: what the run publishes when it is on
+            self.ema = (models.build_generator(cfg.generator_width, cfg.generator_blocks, self.scale,
+                                               cfg.residual_over_bicubic, icnr=cfg.icnr_init, name="generator_ema")
+                        if cfg.ema_decay and gan else None)
             discriminator = models.build_discriminator(self.crop_size, cfg.discriminator_width,
                                                        cfg.discriminator_depth, cfg.discriminator_batchnorm,
-                                                       cfg.discriminator_dense)
+                                                       cfg.discriminator_dense, cfg.discriminator_spectral_norm)
             self.g_opt, d_opt = adam(cfg.pretrain_learning_rate), adam(cfg.d_learning_rate)
-            vgg = losses.build_vgg_features(cfg.vgg_layer, self.vgg_weights) if cfg.content_loss.startswith("vgg") and gan else None
+            vgg, layer_weights = None, None
+            if cfg.content_loss.startswith("vgg") and gan:
+                layers = losses.parse_vgg_layers(cfg.vgg_layers, cfg.vgg_network)
+                vgg = losses.build_vgg_features(list(layers), self.vgg_weights, cfg.vgg_network,
+                                                cfg.vgg_before_activation)
+                layer_weights = list(layers.values())
         self.steps = SRGANSteps(self.strategy, self.generator, discriminator, self.g_opt, d_opt, vgg,
                                 global_batch_size=cfg.global_batch_size,
                                 content_loss=cfg.content_loss if gan else "pixel",  # no GAN phase: no VGG
                                 content_weight=cfg.content_weight, adversarial_weight=cfg.adversarial_weight,
                                 pixel_weight=cfg.pixel_weight,
-                                loss_scale=2.0 ** 15 if self.precision == "mixed_float16" else 1.0, jit=cfg.jit)
+                                loss_scale=2.0 ** 15 if self.precision == "mixed_float16" else 1.0, jit=cfg.jit,
+                                vgg_layer_weights=layer_weights, vgg_criterion=cfg.vgg_criterion,
+                                gan_loss=cfg.gan_loss, pixel_criterion=cfg.pixel_criterion,
+                                ema=self.ema, ema_decay=cfg.ema_decay if self.ema is not None else 0.0)
+        models_ = {"generator": self.generator, "discriminator": discriminator}
+        if self.ema is not None:
+            models_["generator_ema"] = self.ema
         self.state = checkpoint.TrainingState(
-            models={"generator": self.generator, "discriminator": discriminator},
+            models=models_,
             optimizers={"g_optimizer": (self.g_opt, self.generator), "d_optimizer": (d_opt, discriminator)},
             counters={"nonfinite_steps": self.steps.nonfinite_steps, "loss_scale": self.steps.loss_scale})
+
+    @property
+    def published(self):
+        """The generator the run publishes and samples: the EMA copy when there is one."""
+        return self.ema if self.ema is not None else self.generator
 
     # ------------------------------------------------------------------ restore
 
@@ -299,6 +320,8 @@ class WorkerLoop:
         """Steps of `phase` from the current step to the phase end, one epoch's dataset at a time."""
         start, end = self.schedule.bounds(phase)
         train_step = self.steps.pretrain_step if phase == "pretrain" else self.steps.gan_step
+        if phase == "gan" and self.step == start < end:
+            self._gan_start()
         while self.step < end:
             self.g_opt.learning_rate.assign(self.schedule.learning_rate(self.cfg, self.step))
             for batch in self._epoch_batches():
@@ -323,7 +346,7 @@ class WorkerLoop:
                 self.dataset_uri, batch_size=ictx.get_per_replica_batch_size(cfg.global_batch_size), epoch=epoch,
                 seed=cfg.seed, steps=per_epoch, skip_steps=in_epoch, num_shards=ictx.num_input_pipelines,
                 shard_index=ictx.input_pipeline_id, shuffle_buffer=cfg.shuffle_buffer, augment_images=cfg.augment,
-                crop_size=self.crop_size, degradation=cfg.degradation, realistic=self.realistic)
+                crop_size=self.crop_size, degradation=cfg.degradation, realistic=self.realistic, mixed=self.mixed)
         return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def _after_step(self, phase: str, applied: bool) -> None:
@@ -383,7 +406,7 @@ class WorkerLoop:
         """Rank 0, at epoch and phase ends: fixed-batch PSNR and a labelled LR | bicubic | SR | HR grid."""
         from components import models, plots
 
-        sr = models.to_uint8(self.generator(self.fixed["lr"], training=False)).numpy()
+        sr = models.to_uint8(self.published(self.fixed["lr"], training=False)).numpy()
         psnrs = self._fixed_psnrs(sr)
         psnr, bicubic_psnr = float(psnrs.mean()), float(self.bicubic_psnrs.mean())
         self.outputs.scalars(self.step, {"psnr_fixed_batch": psnr, "psnr_bicubic_fixed_batch": bicubic_psnr})
@@ -418,14 +441,27 @@ class WorkerLoop:
             self.outputs.publish()
             self.session.report(payload, d, f"checkpoint_{step:08d}")
 
+    def _gan_start(self) -> None:
+        """At the GAN phase's first step: the EMA starts from the generator, and rank 0 keeps the
+        PSNR-oriented generator (`generator_psnr.keras`: the warm start or the pretraining's result), which
+        network interpolation blends with the GAN's and the evaluator compares with."""
+        if self.ema is not None:
+            for e, g in zip(self.ema.weights, self.generator.weights):
+                e.assign(g)
+        if self.rank == 0:
+            self._save_generator(self.generator, runs.GENERATOR_PSNR)
+
+    def _save_generator(self, model, name: str) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, name)
+            model.save(path)
+            self.outputs.upload(path, name)
+
     def finish(self) -> None:
-        """Rank 0: the final generator.keras and the 'done' row."""
+        """Rank 0: the final generator.keras (the EMA copy when there is one) and the 'done' row."""
         if self.rank != 0:
             return
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, runs.GENERATOR)
-            self.generator.save(path)
-            self.outputs.upload(path, runs.GENERATOR)
+        self._save_generator(self.published, runs.GENERATOR)
         self.outputs.append({"event": "done", "step": self.step, "nonfinite_steps": int(self.steps.nonfinite_steps.numpy())})
         self.outputs.publish()
 
@@ -439,11 +475,16 @@ def _strategy(world_size: int, gpus: int):
     return tf.distribute.MirroredStrategy(devices or ["/cpu:0"])
 
 
-def worker_config(train, schedule: Schedule, dataset_uri: str, run_uri: str, vgg_weights, realistic) -> dict:
+def worker_config(train, schedule: Schedule, dataset_uri: str, run_uri: str, vgg_weights, realistic,
+                  mixed=None) -> dict:
     """What the launcher hands every worker (plain values: Ray pickles it), in the shape WorkerLoop reads.
-    `train` a TrainConfig, `realistic` a RealisticDegradation, `vgg_weights` as losses.resolve_vgg_weights gives."""
+    `train` a TrainConfig, `realistic` a RealisticDegradation, `mixed` a MixedDegradation (none: the defaults),
+    `vgg_weights` as losses.resolve_vgg_weights gives."""
+    from components.config import MixedDegradation
+
     return {"train": asdict(train), "dataset_uri": dataset_uri, "run_uri": run_uri, "schedule": schedule.to_dict(),
-            "vgg_weights_resolved": vgg_weights, "realistic_degradation": asdict(realistic)}
+            "vgg_weights_resolved": vgg_weights, "realistic_degradation": asdict(realistic),
+            "mixed_degradation": asdict(mixed or MixedDegradation())}
 
 
 def train_loop_per_worker(config: dict) -> None:

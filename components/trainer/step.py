@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from components import models
 from components.trainer import losses
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -26,13 +27,24 @@ class SRGANSteps:
 
     def __init__(self, strategy, generator, discriminator, g_opt, d_opt, vgg, *, global_batch_size: int,
                  content_loss: str = "vgg", content_weight: float = 1.0, adversarial_weight: float = 1e-3,
-                 pixel_weight: float = 0.0, loss_scale: float = 1.0, jit: bool = False):
+                 pixel_weight: float = 0.0, loss_scale: float = 1.0, jit: bool = False,
+                 vgg_layer_weights: list | None = None, vgg_criterion: str = "mse", gan_loss: str = "standard",
+                 pixel_criterion: str = "mse", ema=None, ema_decay: float = 0.0):
         if content_loss not in losses.CONTENT_LOSSES:
             raise ValueError(f"content_loss must be one of {losses.CONTENT_LOSSES}, got {content_loss!r}")
         if content_loss.startswith("vgg") and vgg is None:
             raise ValueError(f"content_loss={content_loss!r} needs a VGG feature model")
+        if gan_loss not in losses.GAN_LOSSES:
+            raise ValueError(f"gan_loss must be one of {losses.GAN_LOSSES}, got {gan_loss!r}")
+        if ema_decay and ema is None:
+            raise ValueError("ema_decay > 0 needs the EMA generator")
         self.strategy, self.G, self.D, self.g_opt, self.d_opt, self.vgg = (
             strategy, generator, discriminator, g_opt, d_opt, vgg)
+        # one forward pass of D gives its logits and (for feature matching) its activations
+        self.D_features = models.discriminator_features(discriminator) if content_loss == "feature_matching" else None
+        self.vgg_layer_weights = vgg_layer_weights or ([1.0] * len(vgg.outputs) if vgg is not None else [])
+        self.vgg_criterion, self.gan_loss, self.pixel_criterion = vgg_criterion, gan_loss, pixel_criterion
+        self.ema, self.ema_decay = ema, ema_decay
         with strategy.scope():  # slots made lazily inside the step's cond would break with 2+ replicas
             for opt, model in ((g_opt, generator), (d_opt, discriminator)):
                 if not opt.built:
@@ -66,28 +78,37 @@ class SRGANSteps:
     def _pretrain_replica_fn(self, lr, hr):
         with tf.GradientTape() as tape:
             sr = self.G(lr, training=True)
-            loss = self._avg(losses.pixel_mse(hr, sr))
+            loss = self._avg(losses.criterion(self.pixel_criterion, hr, sr))
             scaled = loss * self.loss_scale
         grads = self._all_reduce(self._grads(tape, scaled, self.G.trainable_variables))
         bad = 1.0 - tf.cast(tf.logical_and(tf.math.is_finite(loss), _all_finite(grads)), tf.float32)
         return grads, {"loss/g_pixel": loss}, bad
 
-    def _content(self, hr, sr):
+    def _content(self, hr, sr, d_real_features, d_fake_features):
         if self.content_loss == "vgg":
-            return losses.vgg_mse(self.vgg, hr, sr)
+            return losses.perceptual(self.vgg, self.vgg_layer_weights, self.vgg_criterion, hr, sr)
         if self.content_loss == "vgg_normalized":
             return losses.normalized_vgg_mse(self.vgg, hr, sr)
-        return losses.pixel_mse(hr, sr)
+        if self.content_loss == "feature_matching":
+            return losses.feature_matching(d_real_features, d_fake_features)
+        return losses.criterion(self.pixel_criterion, hr, sr)
+
+    def _discriminate(self, images):
+        """(logits, activations) of D; activations only for feature matching."""
+        if self.D_features is None:
+            return self.D(images, training=True), None
+        *features, logits = self.D_features(images, training=True)
+        return logits, features
 
     def _gan_replica_fn(self, lr, hr):
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             sr = self.G(lr, training=True)
-            real = self.D(hr, training=True)
-            fake = self.D(sr, training=True)
-            content = self._content(hr, sr)
-            adv = losses.bce_logits(1.0, fake)
-            pixel = losses.pixel_mse(hr, sr) if self.pixel_weight else tf.zeros_like(adv)
-            d_real, d_fake = losses.bce_logits(1.0, real), losses.bce_logits(0.0, fake)
+            real, real_feats = self._discriminate(hr)
+            fake, fake_feats = self._discriminate(sr)
+            content = self._content(hr, sr, real_feats, fake_feats)
+            adv = losses.generator_adversarial(self.gan_loss, real, fake)
+            pixel = losses.criterion(self.pixel_criterion, hr, sr) if self.pixel_weight else tf.zeros_like(adv)
+            d_real, d_fake = losses.discriminator_losses(self.gan_loss, real, fake)
             g_loss = self._avg(self.content_weight * content + self.adversarial_weight * adv + self.pixel_weight * pixel)
             d_loss = self._avg(d_real + d_fake)
             g_scaled, d_scaled = g_loss * self.loss_scale, d_loss * self.loss_scale
@@ -110,6 +131,13 @@ class SRGANSteps:
             "d/accuracy_fake": self._avg(tf.cast(tf.reshape(fake, [-1]) < 0, tf.float32)),
         }
         return (g_grads, d_grads), metrics, 1.0 - tf.cast(ok, tf.float32)
+
+    def update_ema(self):
+        """ema <- decay * ema + (1 - decay) * generator, every variable (PReLU slopes too), in cross-replica
+        context after the generator's update."""
+        d = self.ema_decay
+        for e, g in zip(self.ema.weights, self.G.weights):
+            e.assign(d * e + (1.0 - d) * tf.cast(g, e.dtype))
 
     # ------------------------------------------------------------------ cross replica
 
@@ -145,4 +173,7 @@ class SRGANSteps:
         def apply_both():
             self.g_opt.apply_gradients(zip(self._local(g_grads), self.G.trainable_variables))
             self.d_opt.apply_gradients(zip(self._local(d_grads), self.D.trainable_variables))
+            models.spectral_norm_update(self.D)  # nothing without spectral normalisation
+            if self.ema_decay:
+                self.update_ema()
         return self._finish(metrics, bad, apply_both)
