@@ -54,7 +54,7 @@ RECIPES = {
 }
 RECIPES["best"] = {**RECIPES["vgg16_multi"], "gan_loss": "ragan", "ema_decay": 0.999,
                    "discriminator_spectral_norm": True, "adam_beta2": 0.99}
-ALPHAS = [0.0, 0.4, 0.6, 0.8, 1.0]
+ALPHAS = [0.0, 0.5, 0.8, 1.0]
 KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "ssim_rgb", "niqe", "bicubic_niqe", "hr_niqe", "niqe_images",
         "checkerboard", "bicubic_checkerboard", "colour_drift")
 
