@@ -206,7 +206,7 @@ class EvaluateConfig:
     bless_max_psnr_drop_db: float = 2.0  # SRGAN vs SRResNet on Set5 in the paper: 2.65 dB lower, far more natural
     # network interpolation (ESRGAN): score alpha * GAN + (1 - alpha) * PSNR-oriented generator for each alpha, keep
     # the lowest NIQE whose PSNR is at most bless_max_psnr_drop_db below alpha 0's; that blend is judged and pushed
-    interpolation_alphas: list[float] = field(default_factory=list, metadata={"each_within": (0.0, 1.0)})
+    interpolation_alphas: list[float] = field(default_factory=list, metadata={"within": (0.0, 1.0)})
     interpolation_base: Optional[str] = None  # the PSNR-oriented generator; none: the run's generator_psnr.keras
 
 
@@ -214,6 +214,10 @@ class EvaluateConfig:
 class PushConfig:
     model_name: str = "srgan-x4"      # models/<model_name>/<version>/ under the artifact root
     push_unblessed: bool = False      # export a run that was NOT blessed (loud; never moves LATEST)
+    # a degradation-strength knob: the version also carries this run's generator (same architecture; e.g. one
+    # trained on clean LR) as strength 0, the pushed run's as strength 1; users blend the two at any strength
+    strength_base_run: Optional[str] = None
+    default_strength: float = field(default=1.0, metadata={"within": (0.0, 1.0)})  # what serving_default exports
     data_licence: str = ("Derived from the training images named in lineage.dataset; their licence applies "
                          "(CelebA: non-commercial research purposes only).")
 
@@ -229,6 +233,9 @@ class ServeConfig:
     version: Optional[str] = None     # pull/upscale: a version number or "latest" (default)
     tile_size: int = 128              # upscale: LR tile side; bounds memory on large images
     tile_overlap: int = 16            # upscale: LR context pixels around each tile (hides seams)
+    strength: Optional[float] = field(default=None, metadata={"within": (0.0, 1.0)})
+    #   upscale/serve: blend a version's strength pair (push's strength_base_run) at this strength: 0 its base
+    #   (e.g. clean-trained), 1 the pushed run's; none: the version's SavedModel (its default_strength)
     # the service (jobs/serve.py, components/serving) and `jobs/pull_model.py --watch`
     poll_seconds: float = 10.0        # how often LATEST is checked
     host: str = "127.0.0.1"           # jobs/serve.py: HTTP address (a local Ray only; a cluster keeps its own)
@@ -337,10 +344,10 @@ def _check(name: str, meta, value: Any) -> None:
                           f"got {', '.join(map(repr, bad))}")
     if isinstance(value, (list, float)) and not all(math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
         raise ConfigError(f"config key {name!r} must be finite numbers, got {value}")  # nan passes every comparison
-    if "each_within" in meta:
-        lo, hi = meta["each_within"]
-        if any(not lo <= v <= hi for v in value):
-            raise ConfigError(f"config key {name!r}: every value must lie within [{lo:g}, {hi:g}], got {value}")
+    if "within" in meta:  # a number, or every number of a list
+        lo, hi = meta["within"]
+        if any(not lo <= v <= hi for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"config key {name!r} must lie within [{lo:g}, {hi:g}], got {value}")
     if "prob" in meta and not 0.0 <= value <= 1.0:
         raise ConfigError(f"config key {name!r} is a probability: it must be within [0, 1], got {value}")
     if "probs" in meta:

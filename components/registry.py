@@ -22,6 +22,7 @@ from components.errors import UserError
 
 log = logging.getLogger("registry")
 MODEL_CARD = "model.json"
+STRENGTH_BASE = "generator_strength0.keras"  # in a version with a strength pair: strength 0 (generator.keras: 1)
 LATEST = "LATEST"
 CLAIMS = ".claims"
 

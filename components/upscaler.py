@@ -40,14 +40,22 @@ class Upscaler:
         return np.asarray(self.fn(lr_uint8))
 
 
-def load(model_uri: str, version: str | int | None = None) -> Upscaler:
-    """An Upscaler for a version folder, a models/<name> folder, a generator.keras or a run folder."""
+def load(model_uri: str, version: str | int | None = None, strength: float | None = None) -> Upscaler:
+    """An Upscaler for a version folder, a models/<name> folder, a generator.keras or a run folder. `strength`
+    (a version with a strength pair only): its two generators blended, strength * generator.keras +
+    (1 - strength) * generator_strength0.keras."""
     from components import registry
 
     if registry.is_version_folder(model_uri) or storage.exists(storage.join(model_uri, registry.LATEST)) \
             or version is not None:
         folder = registry.resolve(model_uri, version)
-        return _from_saved_model(storage.stage_in(folder), folder)
+        local = storage.stage_in(folder)
+        if strength is not None:
+            return _at_strength(local, folder, strength)
+        return _from_saved_model(local, folder)
+    if strength is not None:
+        raise UpscaleError(f"{model_uri}: --strength needs a pushed model version with a strength pair "
+                           "(push.strength_base_run), not a single generator")
     if storage.exists(storage.join(model_uri, "saved_model.pb")):
         return _from_saved_model(storage.stage_in(model_uri), model_uri)
     keras_file = runs.find_generator(model_uri)
@@ -70,6 +78,20 @@ def _from_keras(keras_uri: str) -> Upscaler:
 
     generator = keras.saving.load_model(storage.stage_in(keras_uri), compile=False)
     return from_generator(generator, keras_uri)
+
+
+def _at_strength(local_dir: str, source: str, strength: float) -> Upscaler:
+    import keras
+
+    from components import models, registry
+
+    base = os.path.join(local_dir, registry.STRENGTH_BASE)
+    if not os.path.exists(base):
+        raise UpscaleError(f"{source}: this version has no strength pair (it was pushed without "
+                           "push.strength_base_run): --strength cannot blend it; leave --strength out")
+    generator = keras.saving.load_model(os.path.join(local_dir, runs.GENERATOR), compile=False)
+    generator.set_weights(models.blend_weights(generator, keras.saving.load_model(base, compile=False), strength))
+    return from_generator(generator, f"{source} at strength {strength:g}", "keras")
 
 
 def from_generator(generator, source: str, kind: str = "keras") -> Upscaler:

@@ -10,7 +10,8 @@ import sys
 
 from components import cli, config
 
-KEYS = ["artifact_root", "run_id", "force", "model_name", "push_unblessed", "data_licence"]
+KEYS = ["artifact_root", "run_id", "force", "model_name", "push_unblessed", "data_licence", "strength_base_run",
+        "default_strength"]
 
 
 def build_parser():

@@ -3,7 +3,8 @@
     python jobs/upscale.py --model-uri DIR_OR_URI INPUT [INPUT...] --output OUT [--tile-size 128]
 
 --model-uri: a pulled or pushed version folder, a models/<name> folder (LATEST, or --version N), a
-generator.keras or a run folder. Inputs are files or folders (recursively), any size and format
+generator.keras or a run folder. --strength S (a version pushed with a strength pair) blends its two
+generators: 0 the base (e.g. clean-trained), 1 the pushed run's (e.g. trained on degraded LR). Inputs are files or folders (recursively), any size and format
 Pillow reads; alpha is upscaled separately, grayscale stays grayscale. Outputs go under OUT with the
 input's name; inputs are never overwritten, existing outputs are kept unless --force.
 """
@@ -12,7 +13,7 @@ import sys
 
 from components import cli, config
 
-KEYS = ["model_uri", "version", "output", "force", "tile_size", "tile_overlap"]
+KEYS = ["model_uri", "version", "output", "force", "tile_size", "tile_overlap", "strength"]
 
 
 def build_parser():
@@ -28,7 +29,7 @@ def main(argv=None):
         raise config.ConfigError("pass --model-uri and --output")
 
     from components import upscaler
-    model = upscaler.load(cfg.model_uri, cfg.serve.version)
+    model = upscaler.load(cfg.model_uri, cfg.serve.version, cfg.serve.strength)
     rows = upscaler.upscale_files(model, args.inputs, cfg.output, cfg.serve.tile_size, cfg.serve.tile_overlap,
                                   force=cfg.force)
     for row in rows:

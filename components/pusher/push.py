@@ -27,14 +27,19 @@ class PushError(UserError):
     """The run cannot be pushed (not evaluated, not blessed, no generator); the message says why."""
 
 
-def export_saved_model(generator_keras: str, out_dir: str) -> None:
-    """Write the generator as a SavedModel with a uint8 -> uint8 `serving_default` into `out_dir`."""
+def export_saved_model(generator_keras: str, out_dir: str, strength_base: str | None = None,
+                       strength: float = 1.0) -> None:
+    """Write the generator as a SavedModel with a uint8 -> uint8 `serving_default` into `out_dir`; with a
+    strength pair, the blend strength * generator + (1 - strength) * strength_base."""
     import keras
     import tensorflow as tf
 
     from components import models
 
     generator = keras.saving.load_model(generator_keras, compile=False)
+    if strength_base is not None:
+        generator.set_weights(models.blend_weights(
+            generator, keras.saving.load_model(strength_base, compile=False), strength))
     archive = keras.export.ExportArchive()
     archive.track(generator)
 
@@ -45,6 +50,24 @@ def export_saved_model(generator_keras: str, out_dir: str) -> None:
 
     archive.add_endpoint("serving_default", serve)
     archive.write_out(out_dir, verbose=False)
+
+
+def _strength_base(cfg: Config) -> str:
+    """The local generator.keras of push.strength_base_run, checked to blend with the pushed run's."""
+    record = runs.read_run(cfg.artifact_root, cfg.push.strength_base_run)
+    if record is None or record.get("status") != "succeeded" or not record.get("final_generator"):
+        raise PushError(f"strength_base_run {cfg.push.strength_base_run}: no finished run of that id under "
+                        f"{cfg.artifact_root}/runs")
+    base = storage.stage_in(record["final_generator"])
+    ours = runs.read_run(cfg.artifact_root, cfg.run_id)["config"]
+    keys = ("generator_width", "generator_blocks", "residual_over_bicubic")
+    theirs = record["config"]
+    if any(theirs.get(k) != ours.get(k) for k in keys):
+        def arch(c):
+            return ", ".join(f"{k} {c.get(k)}" for k in keys)
+        raise PushError(f"strength_base_run {cfg.push.strength_base_run}: its generator ({arch(theirs)}) is not the "
+                        f"architecture of run {cfg.run_id} ({arch(ours)}): a strength pair blends weights")
+    return base
 
 
 def _already_pushed(root: str, run_id: str, generator_sha: str, blessed: bool) -> dict | None:
@@ -109,8 +132,11 @@ def run(cfg: Config) -> dict:
     staging = tempfile.mkdtemp(prefix="push-")
     try:
         local = os.path.join(staging, "version")
-        export_saved_model(local_generator, local)
+        base = _strength_base(cfg) if cfg.push.strength_base_run else None
+        export_saved_model(local_generator, local, base, cfg.push.default_strength)
         shutil.copyfile(local_generator, os.path.join(local, "generator.keras"))
+        if base:
+            shutil.copyfile(base, os.path.join(local, registry.STRENGTH_BASE))
         version = registry.claim_version(root, {"run_id": cfg.run_id})
         train = record.get("config", {})
         card = {
@@ -126,6 +152,9 @@ def run(cfg: Config) -> dict:
             "scale": dataset_info["preprocess"]["scale"],
             "signature": SIGNATURE,
             "generator": {k: train.get(k) for k in ("generator_width", "generator_blocks", "residual_over_bicubic")},
+            # a degradation-strength knob: generator.keras is strength 1, generator_strength0.keras strength 0
+            "strength": {"base_run": cfg.push.strength_base_run, "default": cfg.push.default_strength,
+                         "file": registry.STRENGTH_BASE} if base else None,
             # alpha * GAN + (1 - alpha) * PSNR-oriented generator, as the evaluator chose it; None: the run's own
             "interpolation": {k: interpolation.get(k) for k in ("chosen_alpha", "gan_generator", "psnr_generator")}
             if interpolation else None,

@@ -108,10 +108,10 @@ def pull_verified(model_uri: str, version: int, cache: str) -> tuple[str, dict]:
     return dest, card
 
 
-def load_and_warm(folder: str, version: int, card: dict, tile: int) -> Loaded:
+def load_and_warm(folder: str, version: int, card: dict, tile: int, strength: float | None = None) -> Loaded:
     """Load a verified local version folder and run it once on a tile-sized input (compiles the graph),
     checking the output shape, so the first real request does not pay for it or find it broken."""
-    model = upscaler.load(folder)
+    model = upscaler.load(folder, strength=strength)
     probe = np.full((1, min(tile, 16), min(tile, 16), 3), 128, np.uint8)
     out = model(probe)
     expected = (1, probe.shape[1] * model.scale, probe.shape[2] * model.scale, 3)
@@ -125,11 +125,11 @@ class ModelFollower:
     """Holds the version being served and moves to a newer LATEST when one is committed."""
 
     def __init__(self, model_uri: str, version: str | int | None = None, tile: int = 128,
-                 cache: str | None = None):
+                 cache: str | None = None, strength: float | None = None):
         self.model_uri = model_uri
         self.pinned = None if version in (None, "latest") else int(registry.resolve(model_uri, version).rstrip("/")
                                                                       .rsplit("/", 1)[-1])
-        self.tile = tile
+        self.tile, self.strength = tile, strength  # strength: every version is served at it (its strength pair)
         self.cache = cache or cache_root(model_uri)
         self.current: Loaded | None = None
         self.failed: dict | None = None     # the last LATEST that could not be taken into use
@@ -147,7 +147,7 @@ class ModelFollower:
         folder, card = pull_verified(self.model_uri, version, self.cache)
         if int(card.get("version", version)) != version:
             raise ServingError(f"version {version}: its model card says version {card.get('version')}")
-        return load_and_warm(folder, version, card, self.tile)
+        return load_and_warm(folder, version, card, self.tile, self.strength)
 
     def _fallback(self, below: int) -> Loaded | None:
         """A replica that starts while LATEST is bad serves the highest blessed version below it that
