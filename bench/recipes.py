@@ -154,8 +154,6 @@ def _ladder(cfg, args) -> dict:
 
 def _ladder_plot(rows: dict, bicubic_psnr: dict) -> bytes:
     """Two panels: clean PSNR (x) against mild PSNR, and against harsh PSNR (y); one point per model."""
-    import io
-
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -164,18 +162,17 @@ def _ladder_plot(rows: dict, bicubic_psnr: dict) -> bytes:
     for ax, rung in zip(axes, ("mild", "harsh")):
         for name, r in rows.items():
             ax.scatter(r["clean"], r[rung], marker="s" if name.startswith("blend") else "o")
-            ax.annotate(name, (r["clean"], r[rung]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            label = name if name.startswith("blend") else f"{name}-trained"
+            ax.annotate(label, (r["clean"], r[rung]), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.scatter(bicubic_psnr["clean"], bicubic_psnr[rung], marker="x", color="k")
-        ax.annotate("bicubic", (bicubic_psnr["clean"], bicubic_psnr[rung]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+        ax.annotate("bicubic interpolation", (bicubic_psnr["clean"], bicubic_psnr[rung]), textcoords="offset points", xytext=(4, -10), fontsize=8)
         ax.set_xlabel("clean PSNR (dB)")
         ax.set_ylabel(f"{rung} PSNR (dB)")
         ax.set_title(f"clean vs {rung} (up and right is better)")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    from components.plots import figure_png
+
+    return figure_png(fig, dpi=110)
 
 
 def main(argv=None):

@@ -153,8 +153,15 @@ def loss_curve(history: list[dict]) -> bytes | None:
         ax.set_xlabel("step")
         ax.set_title("discriminator accuracy (GAN phase)")
         ax.legend(fontsize=8)
+    return figure_png(fig, dpi=100)
+
+
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (tight layout), closed after."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()

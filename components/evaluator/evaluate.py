@@ -195,25 +195,30 @@ def bless(candidate: dict, baseline: dict | None, baseline_version: int | None, 
           tolerance_db: float) -> tuple[bool, list[str]]:
     """TFX-style blessing on the eval split's mean PSNR (RGB): beats bicubic by `min_gain_db`, and is
     not worse than the current model (LATEST) by more than `tolerance_db`."""
-    reasons, ok = [], True
     values = [candidate["psnr_rgb"], candidate["ssim_rgb"]]
     if not all(math.isfinite(v) for v in values):
         return False, [f"metrics are not finite: psnr_rgb {values[0]}, ssim_rgb {values[1]}"]
-    gain = candidate["gain_psnr_rgb"]
-    passed = gain >= min_gain_db
-    ok &= passed
-    reasons.append(f"{'pass' if passed else 'FAIL'}: PSNR (RGB) {candidate['psnr_rgb']:.3f} dB is {gain:+.3f} dB "
-                   f"over bicubic ({candidate['bicubic_psnr_rgb']:.3f} dB); required >= {min_gain_db:+.3f} dB")
+    return _psnr_checks("", candidate, baseline, baseline_version, min_gain_db, tolerance_db,
+                        "pass: no model has been pushed yet (no LATEST): nothing to compare with")
+
+
+def _psnr_checks(label: str, c: dict, baseline: dict | None, baseline_version: int | None, min_gain_db: float,
+                 tolerance_db: float, no_baseline: str | None = None) -> tuple[bool, list[str]]:
+    """Mean PSNR (RGB) over bicubic by at least `min_gain_db`, and at most `tolerance_db` below the current
+    model's (when there is one); `label` prefixes the reasons (a rung's name)."""
+    gain = c["psnr_rgb"] - c["bicubic_psnr_rgb"]
+    ok = gain >= min_gain_db
+    reasons = [f"{'pass' if ok else 'FAIL'}: {label}PSNR (RGB) {c['psnr_rgb']:.3f} dB is {gain:+.3f} dB "
+               f"over bicubic ({c['bicubic_psnr_rgb']:.3f} dB); required >= {min_gain_db:+.3f} dB"]
     if baseline is None:
-        reasons.append("pass: no model has been pushed yet (no LATEST): nothing to compare with")
-    else:
-        delta = candidate["psnr_rgb"] - baseline["psnr_rgb"]
-        passed = delta >= -tolerance_db
-        ok &= passed
-        reasons.append(f"{'pass' if passed else 'FAIL'}: PSNR (RGB) {delta:+.3f} dB vs the current model "
-                       f"(version {baseline_version}, {baseline['psnr_rgb']:.3f} dB on the same images); "
-                       f"allowed down to -{tolerance_db:.3f} dB")
-    return ok, reasons
+        reasons += [no_baseline] if no_baseline else []
+        return ok, reasons
+    delta = c["psnr_rgb"] - baseline["psnr_rgb"]
+    passed = delta >= -tolerance_db
+    reasons.append(f"{'pass' if passed else 'FAIL'}: {label}PSNR (RGB) {delta:+.3f} dB vs the current model "
+                   f"(version {baseline_version}, {baseline['psnr_rgb']:.3f} dB on the same images); "
+                   f"allowed down to -{tolerance_db:.3f} dB")
+    return ok and passed, reasons
 
 
 def bless_on_rungs(candidate: dict, baseline: dict | None, baseline_version: int | None, names: list[str],
@@ -228,18 +233,10 @@ def bless_on_rungs(candidate: dict, baseline: dict | None, baseline_version: int
             ok = False
             reasons.append(f"FAIL: {rung} rung: PSNR (RGB) is not finite ({c['psnr_rgb']})")
             continue
-        gain = c["psnr_rgb"] - c["bicubic_psnr_rgb"]
-        passed = gain >= -below_bicubic_db
+        passed, why = _psnr_checks(f"{rung} rung: ", c, baseline[rung] if baseline is not None else None,
+                                   baseline_version, -below_bicubic_db, tolerance_db)
         ok &= passed
-        reasons.append(f"{'pass' if passed else 'FAIL'}: {rung} rung: PSNR (RGB) {c['psnr_rgb']:.3f} dB is {gain:+.3f} dB "
-                       f"over bicubic ({c['bicubic_psnr_rgb']:.3f} dB); required >= {-below_bicubic_db:+.3f} dB")
-        if baseline is not None:
-            delta = c["psnr_rgb"] - baseline[rung]["psnr_rgb"]
-            passed = delta >= -tolerance_db
-            ok &= passed
-            reasons.append(f"{'pass' if passed else 'FAIL'}: {rung} rung: PSNR (RGB) {delta:+.3f} dB vs the current "
-                           f"model (version {baseline_version}, {baseline[rung]['psnr_rgb']:.3f} dB on the same "
-                           f"images); allowed down to -{tolerance_db:.3f} dB")
+        reasons += why
     return ok, reasons
 
 
