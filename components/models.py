@@ -76,7 +76,7 @@ def _prelu(name):
 
 
 def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
-                    residual_over_bicubic: bool = False, icnr: bool = True, name: str = "generator") -> keras.Model:
+                    residual_over_bicubic: bool = False, icnr: bool = False, name: str = "generator") -> keras.Model:
     """The SRGAN/SRResNet generator; fully convolutional (any input size, output `scale`x).
 
     Reference output: 9x9 conv -> tanh. With `residual_over_bicubic` the output is instead
