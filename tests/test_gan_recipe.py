@@ -192,9 +192,10 @@ def test_gan_step_with_the_new_parts_is_finite_and_updates_both(content_loss, ga
 
 
 def test_spectral_norm_bounds_each_layer_to_unit_norm():
+    keras.utils.set_random_seed(0)  # the power iteration's convergence depends on the kernels' spectral gap
     d = models.build_discriminator(32, 8, 2, dense=16, spectral_norm=True)
     d(tf.zeros([1, 32, 32, 3]))
-    for _ in range(50):
+    for _ in range(300):
         models.spectral_norm_update(d)
     for layer in d.layers:
         if isinstance(layer, (models.SNConv2D, models.SNDense)):
