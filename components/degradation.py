@@ -228,6 +228,23 @@ def _stage(img, seed, p, prefix: str, blur_prob, size):
     return _random_jpeg(img, s[5], key("jpeg_range"))
 
 
+def _checked_hr(hr, scale: int, name: str):
+    """(float32 HR tensor, its static shape) after checking it is one [H, W, 3] image with sides multiple of scale."""
+    hr = tf.convert_to_tensor(hr, tf.float32)
+    static = hr.shape
+    if static.rank != 3:
+        raise ValueError(f"{name} expects one image [H, W, 3], got shape {static}")
+    if static[0] is not None and static[1] is not None and (static[0] % scale or static[1] % scale):
+        raise ValueError(f"HR size {static[0]}x{static[1]} is not a multiple of the scale {scale}")
+    return hr, static
+
+
+def _quantized_lr(lr, static, scale: int):
+    """The LR rounded to 1/255 steps in [0, 1], with the static size the HR's implies."""
+    lr = tf.clip_by_value(tf.round(lr * 255.0), 0.0, 255.0) / 255.0
+    return tf.ensure_shape(lr, [None if d is None else d // scale for d in static[:2]] + [3])
+
+
 def realistic_degrade(hr, seed, params, scale: int = SCALE) -> tf.Tensor:
     """Real-ESRGAN's second-order degradation of one image, in TensorFlow ops (graph- and tf.data-safe).
 
@@ -237,12 +254,7 @@ def realistic_degrade(hr, seed, params, scale: int = SCALE) -> tf.Tensor:
     twice (the second blur with second_blur_prob); then the resize to LR size followed by a sinc filter
     (with final_sinc_prob), and a JPEG, in random order.
     """
-    hr = tf.convert_to_tensor(hr, tf.float32)
-    static = hr.shape
-    if static.rank != 3:
-        raise ValueError(f"realistic_degrade expects one image [H, W, 3], got shape {static}")
-    if static[0] is not None and static[1] is not None and (static[0] % scale or static[1] % scale):
-        raise ValueError(f"HR size {static[0]}x{static[1]} is not a multiple of the scale {scale}")
+    hr, static = _checked_hr(hr, scale, "realistic_degrade")
     seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), _SALT)
     s = tf.random.experimental.stateless_split(seed, 8)
     hw = tf.shape(hr)[:2]
@@ -260,9 +272,7 @@ def realistic_degrade(hr, seed, params, scale: int = SCALE) -> tf.Tensor:
     lr = tf.cond(tf.random.stateless_uniform([], s[6]) < 0.5,
                  lambda: _random_jpeg(resize_and_sinc(img), s[7], params.second_jpeg_range),
                  lambda: resize_and_sinc(_random_jpeg(img, s[7], params.second_jpeg_range)))
-    lr = tf.clip_by_value(tf.round(lr * 255.0), 0.0, 255.0) / 255.0
-    out_shape = [None if d is None else d // scale for d in static[:2]] + [3]
-    return tf.ensure_shape(lr, out_shape)
+    return _quantized_lr(lr, static, scale)
 
 
 # ----------------------------------------------------------------------------- mixed (clean, mild, realistic)
@@ -288,12 +298,7 @@ def mild_degrade(hr, seed, params, scale: int = SCALE) -> tf.Tensor:
     of it). params: a config.MixedDegradation. Returns float32 [H/scale, W/scale, 3] in [0, 1], rounded to
     1/255 steps.
     """
-    hr = tf.convert_to_tensor(hr, tf.float32)
-    static = hr.shape
-    if static.rank != 3:
-        raise ValueError(f"mild_degrade expects one image [H, W, 3], got shape {static}")
-    if static[0] is not None and static[1] is not None and (static[0] % scale or static[1] % scale):
-        raise ValueError(f"HR size {static[0]}x{static[1]} is not a multiple of the scale {scale}")
+    hr, static = _checked_hr(hr, scale, "mild_degrade")
     seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), _MILD_SALT)
     s = tf.random.experimental.stateless_split(seed, 6)
     sigma = _uniform(s[0], *params.mild_blur_sigma)
@@ -302,8 +307,7 @@ def mild_degrade(hr, seed, params, scale: int = SCALE) -> tf.Tensor:
     img = resize(img, tf.shape(hr)[:2] // scale, _random_method(s[2]))
     img = add_gaussian_noise(img, _uniform(s[3], *params.mild_noise_range), tf.constant(False), s[4])
     lr = _random_jpeg(img, s[5], params.mild_jpeg_range)
-    lr = tf.clip_by_value(tf.round(lr * 255.0), 0.0, 255.0) / 255.0
-    return tf.ensure_shape(lr, [None if d is None else d // scale for d in static[:2]] + [3])
+    return _quantized_lr(lr, static, scale)
 
 
 @functools.lru_cache(maxsize=4)

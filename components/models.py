@@ -116,7 +116,8 @@ class _SpectralNorm:
     called once per applied step in cross-replica context: a variable assigned inside the replica's
     forward pass (Keras' SpectralNormalization wrapper) cannot be a mirrored variable."""
 
-    def _add_u(self):
+    def build(self, input_shape):  # the layer's own build (Conv2D, Dense), then u
+        super().build(input_shape)
         out = self.kernel.shape[-1]
         self.sn_u = self.add_weight(name="sn_u", shape=(1, out), initializer=keras.initializers.RandomNormal(0, 1, seed=1),
                                     trainable=False)
@@ -139,10 +140,6 @@ class _SpectralNorm:
 
 @keras.saving.register_keras_serializable(package="srgan")
 class SNConv2D(_SpectralNorm, keras.layers.Conv2D):
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._add_u()
-
     def call(self, inputs):
         x = self.convolution_op(inputs, self.normalized_kernel())
         return x + tf.cast(self.bias, x.dtype) if self.use_bias else x
@@ -150,10 +147,6 @@ class SNConv2D(_SpectralNorm, keras.layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="srgan")
 class SNDense(_SpectralNorm, keras.layers.Dense):
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._add_u()
-
     def call(self, inputs):
         x = tf.matmul(inputs, self.normalized_kernel())
         return x + tf.cast(self.bias, x.dtype) if self.use_bias else x
