@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(HERE), "shared", "data")
 RECIPE = {"generator_width": 32, "generator_blocks": 8, "residual_over_bicubic": True,
           "pretrain_learning_rate": 5e-4, "lr_decay": "cosine", "global_batch_size": 16, "steps_per_epoch": 200}
-MIXES = {"mixed-a": [0.3, 0.4, 0.3], "mixed-b": [0.2, 0.3, 0.5]}  # clean, mild, realistic
+MIXES = {"mixed-a": [0.3, 0.4, 0.3], "mixed-b": [0.2, 0.3, 0.5], "mixed-c": [0.15, 0.6, 0.25]}  # clean, mild, realistic
 STRENGTHS = (0.25, 0.5, 0.75)
 RUNGS = ("clean", "mild", "moderate", "harsh")
 KEEP = ("num_images", "psnr_rgb", "bicubic_psnr_rgb", "gain_psnr_rgb", "ssim_rgb", "bicubic_ssim_rgb",

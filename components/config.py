@@ -91,6 +91,10 @@ class TrainConfig:
     discriminator_spectral_norm: bool = False  # spectral normalisation of every D layer (replaces batchnorm)
     icnr_init: bool = False           # sub-pixel convolutions start from ICNR (no checkerboard at step 0); off by
     #                                   default: a 40-step tiny pipeline run fell 0.78 dB below bicubic with it on
+    upsample_filter: str = field(default="none", metadata={"choices": ("none", "binomial")})
+    #   binomial: a fixed [1,2,1]^2 blur after each pixel shuffle (models.BinomialBlur): no sub-pixel checkerboard
+    #   in flat regions at any step, where ICNR only starts without one. Part of the architecture (warm starts,
+    #   strength pairs and interpolation need the same value)
     pretrain_learning_rate: float = 1e-4
     g_learning_rate: float = 1e-4
     lr_decay: str = "constant"        # constant | cosine (generator lr decays to 1% over each phase)

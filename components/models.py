@@ -49,6 +49,21 @@ class BicubicUpsample(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="srgan")
+class BinomialBlur(keras.layers.Layer):
+    """A fixed [1, 2, 1] x [1, 2, 1] / 16 blur of each channel, edges mirrored. After a x2 pixel shuffle it
+    zeroes the response at the period-2 frequencies, where the shuffle puts the image of the input's mean: the
+    checkerboard of flat regions, whatever the sub-pixel filters learn (the fixed-hold remedy of Sugawara et al.
+    2019, "Checkerboard artifacts free convolutional neural networks"; ICNR only starts there). Symmetric, so it
+    moves nothing; the convolution after it can re-sharpen every frequency below the zeroed one."""
+
+    def call(self, x):
+        k = tf.constant([1.0, 2.0, 1.0]) / 4.0
+        kernel = tf.tile((k[:, None] * k[None, :])[:, :, None, None], [1, 1, x.shape[-1], 1])
+        x = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+        return tf.nn.depthwise_conv2d(x, tf.cast(kernel, x.dtype), [1, 1, 1, 1], "VALID")
+
+
+@keras.saving.register_keras_serializable(package="srgan")
 class ICNR(keras.initializers.Initializer):
     """ICNR (Aitken et al. 2017) for a convolution feeding a pixel shuffle of block `scale`: a kernel of
     C_out/scale^2 channels drawn by `base`, each repeated for every sub-pixel position, so that conv +
@@ -76,13 +91,18 @@ def _prelu(name):
 
 
 def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
-                    residual_over_bicubic: bool = False, icnr: bool = False, name: str = "generator") -> keras.Model:
+                    residual_over_bicubic: bool = False, icnr: bool = False, upsample_filter: str = "none",
+                    name: str = "generator") -> keras.Model:
     """The SRGAN/SRResNet generator; fully convolutional (any input size, output `scale`x).
 
     Reference output: 9x9 conv -> tanh. With `residual_over_bicubic` the output is instead
     bicubic(x) + conv (no tanh), which starts at bicubic quality and learns faster on small budgets.
     `icnr`: the sub-pixel convolutions start from ICNR (no checkerboard at step 0); else Glorot uniform.
+    `upsample_filter`: "binomial" puts a fixed BinomialBlur after each shuffle (no checkerboard in flat regions,
+    at any step); "none": the seed's plain pixel shuffle.
     """
+    if upsample_filter not in ("none", "binomial"):
+        raise ValueError(f"upsample_filter must be none or binomial, got {upsample_filter!r}")
     if scale < 2 or scale & (scale - 1):
         raise ValueError(f"scale must be a power of two, got {scale}")
     inputs = keras.Input((None, None, 3), name="lr")
@@ -100,6 +120,8 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
                                 kernel_initializer=ICNR(2) if icnr else "glorot_uniform")(x)
         x = PixelShuffle(2, name=f"up{i}_shuffle")(x)
         x = _prelu(f"up{i}_prelu")(x)
+        if upsample_filter == "binomial":  # after the PReLU: from here to the output the path is linear
+            x = BinomialBlur(name=f"up{i}_blur")(x)
     x = keras.layers.Conv2D(3, 9, padding="same", name="tail_conv")(x)
     if residual_over_bicubic:
         base = BicubicUpsample(scale, name="bicubic")(inputs)

@@ -37,6 +37,7 @@ def _sigmoid_xent(label, logit):
     ("content_loss", "lpips", "feature_matching"),
     ("ema_decay", 1.5, "within [0, 1]"),
     ("vgg_before_activation", "yes", "true or false"),
+    ("upsample_filter", "gaussian", "none, binomial"),
 ])
 def test_bad_values_of_the_new_keys_name_the_key(key, value, words):
     with pytest.raises(config.ConfigError) as err:
@@ -214,6 +215,24 @@ def test_icnr_makes_the_subpixel_conv_a_nearest_neighbour_upsampling():
     glorot = models.build_generator(8, 2, icnr=False)
     y = tf.nn.depth_to_space(glorot.get_layer("up0_conv")(x), 2).numpy()
     assert np.abs(y[:, 1::2, 1::2] - y[:, ::2, ::2]).max() > 1e-2
+
+
+def test_binomial_blur_zeroes_the_period_2_pattern_keeps_flat_and_survives_save(tmp_path):
+    blur = models.BinomialBlur()
+    checker = np.indices((8, 10)).sum(axis=0) % 2 * 2.0 - 1.0  # +-1 every other pixel: all energy at period 2
+    stripes = np.tile([1.0, -1.0], 5)[None, :].repeat(8, axis=0)  # period 2 along x only
+    for pattern in (checker, stripes):
+        y = blur(tf.constant(pattern[None, :, :, None] + 3.0, tf.float32)).numpy()[0, 1:-1, 1:-1, 0]  # inside
+        np.testing.assert_allclose(y, 3.0, atol=1e-6)
+    ramp = tf.reshape(tf.range(80, dtype=tf.float32), [1, 8, 10, 1])  # linear: a symmetric blur keeps it
+    np.testing.assert_allclose(blur(ramp).numpy()[0, 1:-1, 1:-1], ramp.numpy()[0, 1:-1, 1:-1], atol=1e-4)
+    g = models.build_generator(8, 2, upsample_filter="binomial")
+    assert [layer.name for layer in g.layers if isinstance(layer, models.BinomialBlur)] == ["up0_blur", "up1_blur"]
+    g.save(tmp_path / "g.keras")
+    x = tf.random.uniform([1, 6, 7, 3], -1, 1, seed=2)
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), g(x), atol=1e-6)
+    with pytest.raises(ValueError, match="upsample_filter"):
+        models.build_generator(8, 2, upsample_filter="box")
 
 
 def test_interpolation_at_alpha_0_and_1_reproduces_the_two_generators_exactly():

@@ -15,10 +15,13 @@ import shutil
 import tempfile
 
 from components import dataset, provenance, registry, runs, storage
-from components.config import Config
+from components.config import Config, TrainConfig
 from components.errors import UserError
 
 log = logging.getLogger("push")
+ARCH_KEYS = ("generator_width", "generator_blocks", "residual_over_bicubic", "upsample_filter")  # what makes two
+#                                            generators blendable (strength pairs) and what a card records
+
 SIGNATURE = {"name": "serving_default", "inputs": {"images": "uint8 [batch, height, width, 3]"},
              "outputs": {"sr": "uint8 [batch, 4*height, 4*width, 3]"}}
 
@@ -52,6 +55,13 @@ def export_saved_model(generator_keras: str, out_dir: str, strength_base: str | 
     archive.write_out(out_dir, verbose=False)
 
 
+def architecture(train: dict) -> dict:
+    """A run's generator architecture from its recorded train config; a key recorded before it existed has
+    its default (the architecture every run had then)."""
+    defaults = TrainConfig()
+    return {k: train.get(k, getattr(defaults, k)) for k in ARCH_KEYS}
+
+
 def _strength_base(cfg: Config) -> str:
     """The local generator.keras of push.strength_base_run, checked to blend with the pushed run's."""
     record = runs.read_run(cfg.artifact_root, cfg.push.strength_base_run)
@@ -60,11 +70,10 @@ def _strength_base(cfg: Config) -> str:
                         f"{cfg.artifact_root}/runs")
     base = storage.stage_in(record["final_generator"])
     ours = runs.read_run(cfg.artifact_root, cfg.run_id)["config"]
-    keys = ("generator_width", "generator_blocks", "residual_over_bicubic")
     theirs = record["config"]
-    if any(theirs.get(k) != ours.get(k) for k in keys):
+    if architecture(theirs) != architecture(ours):
         def arch(c):
-            return ", ".join(f"{k} {c.get(k)}" for k in keys)
+            return ", ".join(f"{k} {v}" for k, v in architecture(c).items())
         raise PushError(f"strength_base_run {cfg.push.strength_base_run}: its generator ({arch(theirs)}) is not the "
                         f"architecture of run {cfg.run_id} ({arch(ours)}): a strength pair blends weights")
     return base
@@ -151,7 +160,7 @@ def run(cfg: Config) -> dict:
             "dataset_id": record["dataset_id"],
             "scale": dataset_info["preprocess"]["scale"],
             "signature": SIGNATURE,
-            "generator": {k: train.get(k) for k in ("generator_width", "generator_blocks", "residual_over_bicubic")},
+            "generator": architecture(train),
             # a degradation-strength knob: generator.keras is strength 1, generator_strength0.keras strength 0
             "strength": {"base_run": cfg.push.strength_base_run, "default": cfg.push.default_strength,
                          "file": registry.STRENGTH_BASE} if base else None,

@@ -243,10 +243,12 @@ class WorkerLoop:
             return keras.optimizers.Adam(lr, beta_1=cfg.adam_beta1, beta_2=cfg.adam_beta2, epsilon=cfg.adam_epsilon)
         with self.strategy.scope():
             self.generator = models.build_generator(cfg.generator_width, cfg.generator_blocks, self.scale,
-                                                    cfg.residual_over_bicubic, icnr=cfg.icnr_init)
+                                                    cfg.residual_over_bicubic, icnr=cfg.icnr_init,
+                                                    upsample_filter=cfg.upsample_filter)
             # the GAN phase's moving average of the generator: what the run publishes when it is on
             self.ema = (models.build_generator(cfg.generator_width, cfg.generator_blocks, self.scale,
-                                               cfg.residual_over_bicubic, icnr=cfg.icnr_init, name="generator_ema")
+                                               cfg.residual_over_bicubic, icnr=cfg.icnr_init,
+                                               upsample_filter=cfg.upsample_filter, name="generator_ema")
                         if cfg.ema_decay and gan else None)
             discriminator = models.build_discriminator(self.crop_size, cfg.discriminator_width,
                                                        cfg.discriminator_depth, cfg.discriminator_batchnorm,
