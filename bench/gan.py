@@ -6,6 +6,9 @@ from the same SRResNet warm start. Prints one JSON object (a row per recipe) and
     # the rows, each GAN_STEPS steps from that warm start, then evaluated with network interpolation
     python bench/gan.py ablation --artifact-root /tmp/srgan-recipes --gan-steps 250 \
         --recipes random_vgg19,vgg16_one,vgg16_multi,offline,best
+    # the same with a fixed blur after each pixel shuffle (upsample_filter: binomial), warm start and GAN alike
+    python bench/gan.py warmstart --steps 1500 --upsample-filter binomial
+    python bench/gan.py ablation --steps 1500 --upsample-filter binomial --gan-steps 1800 --recipes vgg16_one
 
 Data: the 100 CelebA-HQ 1024 photos of ../shared/data/faces-dev, `crop_mode: patches` (192 px patches of the
 90 train photos at full resolution, 64 px random crops per step), `eval_count: 10` (10 photos never trained
@@ -72,7 +75,7 @@ def _config(args):
     ev.eval_degraded = False
     ev.bless_rule, ev.interpolation_alphas = "perceptual", ALPHAS
     cfg.push.model_name = "faces-x4-gan-bench"  # never pushed: judged against bicubic and the warm start
-    for k, v in WARM.items():
+    for k, v in {**WARM, "upsample_filter": args.upsample_filter}.items():
         setattr(cfg.train, k, v)
     cfg.train.cpus_per_worker = args.cpus
     return cfg
@@ -86,11 +89,16 @@ def _means(result: dict) -> dict:
     return out
 
 
+def _warm_id(args, cfg) -> str:
+    arch = "" if args.upsample_filter == "none" else f"-{args.upsample_filter}"  # "none": the ids measured before
+    return f"gan-warm-{args.steps}{arch}-{cfg.dataset_id}"
+
+
 def warmstart(args, cfg) -> dict:
     from components import evaluator, trainer
 
     t = cfg.train
-    t.pretrain_steps, t.gan_steps, cfg.run_id = args.steps, 0, f"gan-warm-{args.steps}-{cfg.dataset_id}"
+    t.pretrain_steps, t.gan_steps, cfg.run_id = args.steps, 0, _warm_id(args, cfg)
     started = time.time()
     trainer.run(cfg)
     cfg.evaluate.interpolation_alphas = []
@@ -101,7 +109,7 @@ def warmstart(args, cfg) -> dict:
 def ablation(args, cfg) -> dict:
     from components import evaluator, runs, trainer
 
-    warm_id = f"gan-warm-{args.steps}-{cfg.dataset_id}"
+    warm_id = _warm_id(args, cfg)
     warm = runs.read_run(args.artifact_root, warm_id)
     if warm is None or warm.get("status") != "succeeded":
         sys.exit(f"bench/gan.py: run {warm_id} is not finished: run `bench/gan.py warmstart --steps {args.steps}` first")
@@ -113,7 +121,8 @@ def ablation(args, cfg) -> dict:
         t.pretrain_steps, t.gan_steps = 0, args.gan_steps
         t.warm_start = runs.run_uri(args.artifact_root, warm_id)
         t.preemption_check_every_steps = 0  # a bench on one machine: no preemption barrier
-        cfg.run_id = f"gan-{name}-{args.gan_steps}-from-{args.steps}"
+        arch = "" if args.upsample_filter == "none" else f"-{args.upsample_filter}"
+        cfg.run_id = f"gan-{name}-{args.gan_steps}-from-{args.steps}{arch}"
         started = time.time()
         trainer.run(cfg)
         train_seconds = time.time() - started
@@ -155,6 +164,8 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=1500, help="the warm start's SRResNet steps")
     p.add_argument("--gan-steps", type=int, default=250)
     p.add_argument("--recipes", default=",".join(RECIPES))
+    p.add_argument("--upsample-filter", default="none", choices=("none", "binomial"),
+                   help="the generator's upsample_filter, warm start and GAN rows alike")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     args = p.parse_args(argv)
 
@@ -163,7 +174,8 @@ def main(argv=None):
     setup_console()
     cfg = _config(args)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}", "what": args.what,
-              "dataset_id": cfg.dataset_id, "warm_start_steps": args.steps}
+              "dataset_id": cfg.dataset_id, "warm_start_steps": args.steps,
+              "upsample_filter": args.upsample_filter}
     if args.what == "warmstart":
         report["warm_start"] = warmstart(args, cfg)
     else:
