@@ -50,6 +50,10 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         steps.append({"step": name, "status": status, "seconds": round(time.time() - t0, 1), **details})
         log.info("pipeline: %s %s (%.0f s)", name, status, time.time() - t0)  # details: pipeline.json
 
+    p = cfg.preprocess
+    crops = (f"patches of {p.patch_size} px" if p.crop_mode == "patches" else f"{p.crop_size} px centre crops")
+    log.info("pipeline [1/4] preprocess: %s -> HR/LR TFRecords (%s, x%d) under %s/datasets", cfg.input, crops,
+             p.scale, cfg.artifact_root)
     t0 = time.time()
     info = preprocess.run(cfg, beam_args)
     cfg.dataset_id = info["dataset_id"]
@@ -73,6 +77,12 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
             suffix = f"-from-v{current}"
     cfg.run_id = cfg.run_id or f"retrain-{cfg.dataset_id}{suffix}"
 
+    t = cfg.train
+    log.info("pipeline [2/4] train: run %s: %s pretraining + %s GAN steps, batch %d, %s, %d worker(s) x %d CPU%s",
+             cfg.run_id, t.pretrain_steps if t.pretrain_steps is not None else f"{t.pretrain_epochs} epochs of",
+             t.gan_steps if t.gan_steps is not None else f"{t.gan_epochs} epochs of", t.global_batch_size,
+             f"{t.train_crop_size} px crops" if t.train_crop_size else "whole records", t.num_workers,
+             t.cpus_per_worker, f", from {t.warm_start}" if t.warm_start else "")
     t0 = time.time()
     previous = runs.read_run(cfg.artifact_root, cfg.run_id)
     if previous and previous.get("status") == "succeeded" and not cfg.force:
@@ -82,8 +92,12 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         step("train", "ran", t0, run_id=cfg.run_id, warm_start=cfg.train.warm_start,
              final_metrics={k: v for k, v in (record.get("final_metrics") or {}).items() if isinstance(v, (int, float))})
 
-    t0 = time.time()
+    e = cfg.evaluate
     eval_folder = runs.eval_uri(cfg.artifact_root, cfg.run_id)
+    log.info("pipeline [3/4] evaluate: the eval split%s%s vs bicubic and LATEST, rule %s -> %s",
+             f", rungs {e.eval_rungs}" if e.eval_rungs else "", f", {e.eval_images}" if e.eval_images else "",
+             e.bless_rule, eval_folder)
+    t0 = time.time()
     already = runs.decision(eval_folder) is not None and not cfg.force
     result = evaluator.run(cfg)
     step("evaluate", "skipped (committed)" if already else "ran", t0, decision=result["decision"],
@@ -92,6 +106,8 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
 
     t0 = time.time()
     pushed = None
+    log.info("pipeline [4/4] push: %s", f"{cfg.push.model_name} -> {root}" if result["decision"] == runs.BLESSED
+             else "nothing (NOT_BLESSED)")
     if result["decision"] == runs.BLESSED:
         card = pusher.run(cfg)
         pushed = {"version": card["version"], "uri": card["uri"]}

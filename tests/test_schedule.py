@@ -47,6 +47,40 @@ def test_progress_means_rate_and_eta(monkeypatch):
     assert p.take(11)[0] == {}       # a new window
 
 
+def test_eta_covers_both_phases_from_the_predicted_then_the_measured_gan_pace(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("components.trainer.loop.time.time", lambda: now[0])
+    p = Progress(start_step=0, total=30, global_batch=4, pretrain_steps=20, gan_cost=3.0)
+    p.add(1, {"loss/g_pixel": 1.0})
+    now[0] = 101.0
+    p.add(1, None)                      # the clock starts after the first step
+    now[0] = 111.0
+    _, rate, eta = p.take(11)           # 10 pretraining steps in 10 s: 1 s/step
+    assert rate == pytest.approx(4.0)
+    assert eta == pytest.approx(9 * 1.0 + 10 * 3.0)  # 9 pretraining steps left, 10 GAN steps at 3x
+    p.start_phase(20)                   # the GAN phase: its rate starts over
+    now[0] = 120.0
+    p.add(21, {"loss/g_total": 2.0})
+    assert p.take(21)[1] is None and p.take(21)[2] == pytest.approx(9 * 3.0)  # still the prediction
+    now[0] = 130.0
+    _, rate, eta = p.take(25)           # 4 GAN steps in 10 s: 2.5 s/step measured replaces 3.0
+    assert rate == pytest.approx(1.6) and eta == pytest.approx(5 * 2.5)
+    unknown = Progress(start_step=0, total=30, global_batch=4, pretrain_steps=20, gan_cost=None)
+    unknown.add(1, None)
+    now[0] = 131.0
+    assert unknown.take(3)[1] is not None and unknown.take(3)[2] is None  # a GAN phase ahead, no pace: "--"
+
+
+def test_gan_cost_is_predicted_above_one_and_grows_with_vgg():
+    from components import models
+    from components.trainer import cost, losses
+
+    g, d = models.build_generator(8, 2, 4, True), models.build_discriminator(32, 8, 4, dense=16)
+    bare = cost.gan_to_pretrain_cost(g, d, None, 2, 32, 4)
+    vgg = losses.build_vgg_features(["block2_conv2"], None, "vgg16")
+    assert 1.0 < bare < cost.gan_to_pretrain_cost(g, d, vgg, 2, 32, 4)
+
+
 def test_first_progress_line_has_no_rate_or_eta_and_etas_do_not_wrap(monkeypatch):
     clock = iter([100.0, 160.0, 160.0])
     monkeypatch.setattr("components.trainer.loop.time.time", lambda: next(clock))

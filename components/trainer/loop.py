@@ -79,17 +79,25 @@ def checkpoint_reason(step: int, schedule: Schedule, every_steps: int, preempted
 
 
 class Progress:
-    """Mean of each metric since the last progress line, the image rate (excluding the first step:
-    tracing, warm-up) and the ETA."""
+    """Mean of each metric since the last progress line, the image rate of the current phase (excluding
+    its first step: tracing, warm-up) and the ETA of the whole run: the steps left in this phase at its
+    measured pace, the GAN steps after it at `gan_cost` x the pretraining pace until the GAN phase has
+    its own measured pace (components/trainer/cost.py predicts gan_cost)."""
 
-    def __init__(self, start_step: int, total: int, global_batch: int):
-        self.start_step, self.total, self.batch = start_step, total, global_batch
-        self.started = self.last_line = time.time()
-        self.window: dict = {}  # metric -> (sum, count)
+    def __init__(self, start_step: int, total: int, global_batch: int, pretrain_steps: int = 0,
+                 gan_cost: float | None = None):
+        self.total, self.batch, self.pretrain_steps, self.gan_cost = total, global_batch, pretrain_steps, gan_cost
+        self.seconds_per_step: dict = {}  # phase -> measured
+        self.last_line = time.time()
+        self.start_phase(start_step, self.last_line)
+
+    def start_phase(self, step: int, now: float | None = None) -> None:
+        """At each phase's first step (and a resumed run's): the rate restarts, a new phase logs other losses."""
+        self.phase_start, self.started, self.window = step, time.time() if now is None else now, {}
 
     def add(self, step: int, metrics: dict | None) -> None:
         """After each step; `metrics` None for a skipped (non-finite) step."""
-        if step == self.start_step + 1:
+        if step == self.phase_start + 1:
             self.started = time.time()
         for k, v in (metrics or {}).items():
             total, count = self.window.get(k, (0.0, 0))
@@ -100,17 +108,25 @@ class Progress:
 
     def take(self, step: int) -> tuple[dict, float | None, float | None]:
         """(means, images/s, ETA seconds); starts a new window. Rate and ETA are None until a step after
-        the first has been timed (the first carries tracing: a rate from it alone would be noise)."""
+        the phase's first has been timed (the first carries tracing: a rate from it alone would be noise)."""
         now = time.time()
-        timed = step - self.start_step - 1
+        timed = step - self.phase_start - 1
         rate = timed * self.batch / max(now - self.started, 1e-9) if timed > 0 else None
-        eta = (self.total - step) * self.batch / max(rate, 1e-9) if rate else None
+        if rate:
+            self.seconds_per_step["pretrain" if step <= self.pretrain_steps else "gan"] = self.batch / rate
         means = {k: total / count for k, (total, count) in self.window.items()}
         self.window, self.last_line = {}, now
-        return means, rate, eta
+        return means, rate, self.eta(step)
 
-    def reset_window(self) -> None:  # a new phase logs other losses
-        self.window = {}
+    def eta(self, step: int) -> float | None:
+        """Seconds to the run's end after `step` steps; None while a phase still ahead has no pace."""
+        pre_left = max(self.pretrain_steps - step, 0)
+        gan_left = self.total - max(step, self.pretrain_steps)
+        pre = self.seconds_per_step.get("pretrain")
+        gan = self.seconds_per_step.get("gan") or (pre * self.gan_cost if pre and self.gan_cost else None)
+        if (pre_left and pre is None) or (gan_left and gan is None):
+            return None
+        return pre_left * (pre or 0.0) + gan_left * (gan or 0.0)
 
 
 class RunOutputs:
@@ -309,12 +325,24 @@ class WorkerLoop:
         self.fixed_lr = models.to_uint8(self.fixed["lr"]).numpy()
         self.fixed_bicubic = metrics.bicubic_upscale(self.fixed_lr, self.scale).numpy()
         self.bicubic_psnrs = self._fixed_psnrs(self.fixed_bicubic)
-        self.progress = Progress(self.step, self.schedule.total, self.cfg.global_batch_size)
+        self.progress = Progress(self.step, self.schedule.total, self.cfg.global_batch_size,
+                                 self.schedule.pretrain_steps, self._gan_cost() if self.rank == 0 else None)
         if self.rank == 0:
             s = self.schedule
             log.info("training: %d replicas (%d workers), global batch %d, %d steps/epoch, pretrain %d + gan %d "
                      "steps, from step %d", self.strategy.num_replicas_in_sync, self.world, self.cfg.global_batch_size,
                      s.steps_per_epoch, s.pretrain_steps, s.gan_steps, self.step)
+
+    def _gan_cost(self) -> float | None:
+        """A GAN step's time over a pretraining step's, predicted when this run has both phases still ahead."""
+        from components.trainer import cost
+
+        s = self.schedule
+        if not s.gan_steps or self.step >= s.pretrain_steps:
+            return None
+        per_replica = max(self.cfg.global_batch_size // self.strategy.num_replicas_in_sync, 1)
+        return cost.gan_to_pretrain_cost(self.generator, self.steps.D, self.steps.vgg, per_replica,
+                                         self.crop_size, self.scale)
 
     # ------------------------------------------------------------------ run
 
@@ -322,6 +350,7 @@ class WorkerLoop:
         """Steps of `phase` from the current step to the phase end, one epoch's dataset at a time."""
         start, end = self.schedule.bounds(phase)
         train_step = self.steps.pretrain_step if phase == "pretrain" else self.steps.gan_step
+        self.progress.start_phase(self.step)
         if phase == "gan" and self.step == start < end:
             self._gan_start()
         while self.step < end:
@@ -334,7 +363,6 @@ class WorkerLoop:
                 self._after_step(phase, bool(applied))
                 if self.step >= end:
                     break
-        self.progress.reset_window()
 
     def _epoch_batches(self):
         """The distributed batches of the rest of the current epoch (resumes mid-epoch exactly)."""
