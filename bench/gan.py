@@ -75,7 +75,8 @@ def _config(args):
     ev.eval_degraded = False
     ev.bless_rule, ev.interpolation_alphas = "perceptual", ALPHAS
     cfg.push.model_name = "faces-x4-gan-bench"  # never pushed: judged against bicubic and the warm start
-    for k, v in {**WARM, "upsample_filter": args.upsample_filter}.items():
+    icnr = args.upsample_filter == "none" and not args.no_icnr  # the first ablation's warm start had ICNR on
+    for k, v in {**WARM, "upsample_filter": args.upsample_filter, "icnr_init": icnr}.items():
         setattr(cfg.train, k, v)
     cfg.train.cpus_per_worker = args.cpus
     return cfg
@@ -89,9 +90,13 @@ def _means(result: dict) -> dict:
     return out
 
 
+def _arch(args) -> str:
+    """The run ids' architecture tag; none for the first ablation's (ICNR on, no filter)."""
+    return ("" if args.upsample_filter == "none" else f"-{args.upsample_filter}") + ("-icnr0" if args.no_icnr else "")
+
+
 def _warm_id(args, cfg) -> str:
-    arch = "" if args.upsample_filter == "none" else f"-{args.upsample_filter}"  # "none": the ids measured before
-    return f"gan-warm-{args.steps}{arch}-{cfg.dataset_id}"
+    return f"gan-warm-{args.steps}{_arch(args)}-{cfg.dataset_id}"
 
 
 def warmstart(args, cfg) -> dict:
@@ -121,8 +126,7 @@ def ablation(args, cfg) -> dict:
         t.pretrain_steps, t.gan_steps = 0, args.gan_steps
         t.warm_start = runs.run_uri(args.artifact_root, warm_id)
         t.preemption_check_every_steps = 0  # a bench on one machine: no preemption barrier
-        arch = "" if args.upsample_filter == "none" else f"-{args.upsample_filter}"
-        cfg.run_id = f"gan-{name}-{args.gan_steps}-from-{args.steps}{arch}"
+        cfg.run_id = f"gan-{name}-{args.gan_steps}-from-{args.steps}{_arch(args)}"
         started = time.time()
         trainer.run(cfg)
         train_seconds = time.time() - started
@@ -166,6 +170,8 @@ def main(argv=None):
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--upsample-filter", default="none", choices=("none", "binomial"),
                    help="the generator's upsample_filter, warm start and GAN rows alike")
+    p.add_argument("--no-icnr", action="store_true", help="with --upsample-filter none: Glorot sub-pixel convs "
+                   "(ICNR is on for that filter by default, as the first ablation ran)")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
     args = p.parse_args(argv)
 
@@ -175,7 +181,7 @@ def main(argv=None):
     cfg = _config(args)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}", "what": args.what,
               "dataset_id": cfg.dataset_id, "warm_start_steps": args.steps,
-              "upsample_filter": args.upsample_filter}
+              "upsample_filter": args.upsample_filter, "icnr_init": cfg.train.icnr_init}
     if args.what == "warmstart":
         report["warm_start"] = warmstart(args, cfg)
     else:
