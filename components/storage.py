@@ -303,18 +303,24 @@ def list_files(uri: str, recursive: bool = True) -> list[str]:
 
     A glob (`*`, `?`, `[`) matches like the shell, `**` across folders. A single file URI lists itself.
     """
+    return sorted(list_files_info(uri, recursive))
+
+
+def list_files_info(uri: str, recursive: bool = True) -> dict[str, dict]:
+    """list_files with what the listing says of each file, {uri: info} (size; on object stores the
+    checksum too, which `content_md5(uri, info)` uses): no request per file."""
     scheme, fs, path = _fs_path(uri)
     if any(ch in path for ch in "*?["):
-        found = [p for p, i in _call(uri, "list", fs.glob, path, detail=True).items()
-                 if i.get("type") != "directory"]
+        found = {p: i for p, i in _call(uri, "list", fs.glob, path, detail=True).items()
+                 if i.get("type") != "directory"}
     elif recursive:
-        found = list(_find(uri))
+        found = _find(uri)
     else:
-        found = [i["name"] for i in _call(uri, "list", fs.ls, path, detail=True) if i["type"] == "file"] \
-            if _call(uri, "list", fs.isdir, path) else list(_find(uri))
+        found = {i["name"]: i for i in _call(uri, "list", fs.ls, path, detail=True) if i["type"] == "file"} \
+            if _call(uri, "list", fs.isdir, path) else _find(uri)
     if not found:
         raise StorageError(f"{uri}: no such file, folder or matching files")
-    return sorted(_to_uri(scheme, p) for p in found)
+    return {_to_uri(scheme, p): i for p, i in found.items()}
 
 
 def list_dirs(uri: str) -> list[str]:
@@ -342,11 +348,12 @@ def _server_md5(scheme: str, info: dict) -> str | None:
     return None
 
 
-def content_md5(uri: str) -> str:
-    """Hex md5 of an object's bytes: the server's checksum when it has one (no download), else computed."""
+def content_md5(uri: str, info: dict | None = None) -> str:
+    """Hex md5 of an object's bytes: the server's checksum when it has one (from `info`, a listing's
+    entry, else a HEAD; no download), else computed."""
     scheme, fs, path = _fs_path(uri)
     if scheme != "local":
-        md5 = _server_md5(scheme, _call(uri, "checksum", fs.info, path))
+        md5 = (info and _server_md5(scheme, info)) or _server_md5(scheme, _call(uri, "checksum", fs.info, path))
         if md5:
             return md5
 

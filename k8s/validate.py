@@ -35,7 +35,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KUBE_VERSION = "1.32"
 CRD_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "k8s", "kuberay-v1.7.0")
 KUSTOMIZATIONS = ["k8s/base", "k8s/overlays/local", "k8s/overlays/gpu-cloud", "k8s/overlays/raycronjob",
-                  "k8s/overlays/tf-serving"]
+                  "k8s/overlays/tf-serving", "k8s/overlays/flink"]
 SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL)", re.I)
 ENV_REF = re.compile(r"\$\((\w+)\)|\$\{(\w+)\}|\$(\w+)")
 BEAM_SCRIPTS = {"preprocess.py", "pipeline.py"}  # flags they do not define go to Beam

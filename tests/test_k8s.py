@@ -45,6 +45,13 @@ def test_every_overlay_builds_and_validates(built, crds):
         "ConfigMap", "ConfigMap", "CronJob", "Deployment", "Job", "RayCluster", "RayJob", "Role", "RoleBinding",
         "Service", "ServiceAccount"]
     assert {"Deployment", "Service"} <= set(_kinds(built["k8s/overlays/local"]))
+    # the preprocess Job submits to a Flink session cluster whose TaskManagers carry a Beam worker pool
+    flink = {(d["kind"], d["metadata"]["name"]): d for d in built["k8s/overlays/flink"]}
+    tm = flink[("Deployment", "flink-taskmanager")]["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in tm] == ["taskmanager", "beam-worker-pool"]
+    job = flink[("Job", "srgan-preprocess")]["spec"]["template"]["spec"]
+    assert "--environment_type=EXTERNAL" in job["containers"][0]["args"]
+    assert job["initContainers"][0]["restartPolicy"] == "Always"
     assert all(d["metadata"]["namespace"] == "srgan" for d in built["k8s/overlays/gpu-cloud"])
 
 
@@ -53,7 +60,7 @@ def test_the_script_runs_clean(crds):
     out = subprocess.run([sys.executable, os.path.join(REPO, "k8s", "validate.py"), "--crd-dir",
                           shared_data("k8s", "kuberay-v1.7.0")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "49 objects in 5 kustomizations: valid" in out.stdout
+    assert "63 objects in 6 kustomizations: valid" in out.stdout
 
 
 def _one(docs, kind):

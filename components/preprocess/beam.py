@@ -1,8 +1,10 @@
 """The preprocess component (examples+transform): raw images -> validated HR/LR TFRecord pairs, as a Beam job.
 
-Flow: list inputs and fingerprint them (the dataset id) -> skip if that dataset is committed ->
-Beam: read + decode + crop each file (rejects go to rejected.jsonl) -> tensorflow-transform
-(analyze the train split, transform both) -> gzip TFRecord shards -> dataset.json written last.
+Flow: list inputs and predict their fingerprint (the dataset id; md5s from the listing on object
+stores) -> skip if that dataset is committed -> Beam: match the input files, read + fingerprint +
+decode + crop each one (rejects go to rejected.jsonl) -> tensorflow-transform (analyze the train
+split, transform both) -> gzip TFRecord shards -> the id of what the job read must equal the
+prediction -> dataset.json written last. The job graph holds the input URI, never the file list.
 crop_mode `center` keeps one 128/32 crop per photo; `patches` cuts train photos into full-resolution
 patches and keeps eval photos whole (see `CutPatches`).
 """
@@ -120,23 +122,25 @@ def split_of(relpath: str, cfg: PreprocessConfig, eval_set: set[str] | None = No
 
 
 def plan_inputs(input_uri: str, cfg: PreprocessConfig) -> tuple[list[InputFile], list[str]]:
-    """(image files with their checksums, files ignored for their extension)."""
+    """(image files with their checksums, files ignored for their extension), from one listing: on S3
+    (single-part ETags) and GCS the listing carries each file's md5, so nothing is read; local files
+    are hashed here. This is the launcher's prediction of the dataset id (to name the output and skip
+    a committed dataset); the pipeline lists and reads the inputs itself and checks it."""
     extensions = cfg.extensions()
     try:
-        listed = storage.list_files(input_uri)
+        listed = storage.list_files_info(input_uri)
     except storage.StorageError as exc:
         raise PreprocessError(str(exc)) from None
     root = _input_root(input_uri)
-    wanted = [u for u in listed if storage.matches_extension(u, extensions)]
-    wanted_set = set(wanted)  # built once: building it per file made listing quadratic (minutes at 64k files)
-    ignored = [u for u in listed if u not in wanted_set]
+    wanted = sorted(u for u in listed if storage.matches_extension(u, extensions))
+    ignored = sorted(u for u in listed if not storage.matches_extension(u, extensions))
     if not wanted:
         raise PreprocessError(f"{input_uri}: no image files found (extensions {', '.join(extensions)}; "
                               f"{len(ignored)} other files ignored)")
     rels = [storage.relpath(u, root) for u in wanted]
     out, start, last = [], time.time(), time.time()
     for i, (uri, rel) in enumerate(zip(wanted, rels), 1):
-        out.append(InputFile(uri, rel, storage.content_md5(uri)))
+        out.append(InputFile(uri, rel, storage.content_md5(uri, listed[uri])))
         if time.time() - last > 10:
             last = time.time()
             rate = i / (last - start)
@@ -147,11 +151,16 @@ def plan_inputs(input_uri: str, cfg: PreprocessConfig) -> tuple[list[InputFile],
 
 def dataset_id_for(files: list[InputFile], cfg: PreprocessConfig) -> str:
     """Fingerprint of the input bytes (md5 per relative path) and the record-shaping config only."""
+    return dataset_id_of(((f.relpath, f.md5) for f in files), cfg)
+
+
+def dataset_id_of(pairs, cfg: PreprocessConfig) -> str:
+    """dataset_id_for from (relpath, md5) pairs: what the pipeline computes from the bytes it read."""
     payload = {
         "format_version": FORMAT_VERSION,
         "config": {k: getattr(cfg, k) for k in (PATCH_FINGERPRINT_KEYS if cfg.crop_mode == "patches"
                                                 else FINGERPRINT_KEYS)},
-        "files": sorted((f.relpath, f.md5) for f in files),
+        "files": sorted(pairs),
     }
     return "ds-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -201,15 +210,36 @@ class Progress:
                                              "done, " if final else "", f"{self.count:,}", of, rate, eta)
 
 
+class MatchInputs(beam.DoFn):
+    """The input URI (folder, glob or file) -> (uri, relpath) of each image file below it; the other files
+    go to 'ignored'. Beam's own fileio.MatchFiles would do for local paths and gs://, but s3:// would need
+    apache-beam[aws] (boto3), whose botocore pins clash with s3fs's: the job lists and reads through the
+    storage module (fsspec: local, s3fs, gcsfs), in the workers, as it always read."""
+
+    IGNORED = "ignored"
+
+    def __init__(self, root: str, extensions: tuple[str, ...]):
+        self.root, self.extensions = root, tuple(extensions)
+
+    def process(self, input_uri):
+        for uri in storage.list_files(input_uri):
+            if storage.matches_extension(uri, self.extensions):
+                yield uri, storage.relpath(uri, self.root)
+            else:
+                yield beam.pvalue.TaggedOutput(self.IGNORED, uri)
+
+
 class DecodeAndCrop(beam.DoFn):
-    """(uri, relpath) -> main output (relpath, uri, pixels) or a 'rejected' JSON line. The pixels are the
-    center crop, or in patches mode the whole photo (cut later, once its split is known)."""
+    """(uri, relpath) -> main output (relpath, uri, pixels) or a 'rejected' JSON line, and for every file
+    its 'fingerprint' (relpath, md5 of the bytes read; None when it could not be read). The pixels are
+    the center crop, or in patches mode the whole photo (cut later, once its split is known)."""
 
     REJECTED = "rejected"
+    FINGERPRINT = "fingerprint"
 
     def __init__(self, cfg: PreprocessConfig, total: int = 0):
         self.cfg = cfg
-        self.total = total
+        self.total = total  # the launcher's count of input files: progress only
         self.accepted = Metrics.counter("preprocess", "accepted")
         self.rejected = {r: Metrics.counter("preprocess", f"rejected_{r}") for r in images.REASONS}
 
@@ -223,7 +253,9 @@ class DecodeAndCrop(beam.DoFn):
             try:
                 data = storage.read_bytes(uri)
             except storage.StorageError as exc:
+                yield beam.pvalue.TaggedOutput(self.FINGERPRINT, (relpath, None))
                 raise images.ImageRejected(images.READ_ERROR, str(exc)) from None
+            yield beam.pvalue.TaggedOutput(self.FINGERPRINT, (relpath, hashlib.md5(data).hexdigest()))
             crop = self._cut(images.decode_rgb(data))
         except images.ImageRejected as exc:
             self.rejected[exc.reason].inc()
@@ -365,6 +397,13 @@ def _raw_region(photo, source: bytes, top: int, left: int, h: int, w: int) -> di
 PATCH_TALLY = ("kept", "skipped_flat", "skipped_over_cap")
 
 
+def _inputs_read(pairs: list, cfg: PreprocessConfig, num_ignored: int) -> str:
+    unreadable = sorted(rel for rel, md5 in pairs if md5 is None)
+    return json.dumps({"dataset_id": dataset_id_of(pairs, cfg), "num_files_read": len(pairs) - len(unreadable),
+                       "num_ignored_files": num_ignored, "unreadable": unreadable[:10],
+                       "num_unreadable": len(unreadable)}, sort_keys=True)
+
+
 def _add_tallies(tallies) -> tuple[int, int, int]:
     total = (0, 0, 0)
     for tally in tallies:
@@ -372,18 +411,22 @@ def _add_tallies(tallies) -> tuple[int, int, int]:
     return total
 
 
-def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConfig,
+def build_pipeline(p: beam.Pipeline, input_uri: str, num_files: int, cfg: PreprocessConfig,
                    out_dir: str, work_dir: str) -> None:
     """Three passes, so that no stage boundary holds the images themselves (see BENCHMARKS.md, issue 11):
 
-    1. decode + crop each file once; accepted crops go to spill files in `work_dir` (uncompressed
-       TFRecords, ~crop^2 x 3 bytes each), rejects to rejected.jsonl, accepted paths to the split counts;
+    1. match the files of `input_uri` (in a worker), read + fingerprint + decode + crop each file once;
+       accepted crops go to spill files in `work_dir` (uncompressed TFRecords, ~crop^2 x 3 bytes each),
+       rejects to rejected.jsonl, accepted paths to the split counts, (relpath, md5) of every file read
+       to inputs.json (the dataset id of what was read);
     2. read the spill back -> the train split -> tf.Transform's analysis (combiners: bounded state);
     3. read the spill again -> TransformDataset (train and eval) with the transform_fn as side input ->
        encode -> gzip TFRecord shards.
     tf.Transform needs the analysis result before it can transform, so a one-pass pipeline makes the
     runner keep every decoded crop between the two (the DirectRunner keeps it in memory). Here what
     crosses a stage boundary is file lists, paths, counts and the eval set (at most eval_count paths).
+    The graph itself holds `input_uri` and `num_files` (progress only), so its size does not grow with
+    the inputs (Dataflow caps a job graph at 10 MB; the embedded list was tens of MB at CelebA's size).
 
     In patches mode the spill holds each accepted photo whole (decoded, at full resolution: its own
     pixel count x 3 bytes, less than its overlapping patches would take), because with eval_count the
@@ -414,12 +457,22 @@ def build_pipeline(p: beam.Pipeline, files: list[InputFile], cfg: PreprocessConf
         return (pcoll | f"{label}Serialize" >> beam.Map(serialize_raw)
                 | f"{label}RecordBatches" >> tfxio.BeamSource(batch_size=batch_sizes[split]))
     run = uuid.uuid4().hex  # progress counters are per job run
+    matched = (p
+               | "InputUri" >> beam.Create([input_uri])
+               | "MatchInputs" >> beam.ParDo(MatchInputs(_input_root(input_uri), cfg.extensions()))
+               .with_outputs(MatchInputs.IGNORED, main="files"))
     decoded = (
-        p
-        | "ListInputs" >> beam.Create([(f.uri, f.relpath) for f in files])
+        matched.files
         | "Distribute" >> beam.Reshuffle()
-        | "DecodeAndCrop" >> beam.ParDo(DecodeAndCrop(cfg, len(files)))
-        .with_outputs(DecodeAndCrop.REJECTED, main="accepted"))
+        | "DecodeAndCrop" >> beam.ParDo(DecodeAndCrop(cfg, num_files))
+        .with_outputs(DecodeAndCrop.REJECTED, DecodeAndCrop.FINGERPRINT, main="accepted"))
+    # The dataset id of what the job read: (relpath, md5) of every file, ~70 bytes each, gathered in one
+    # place to be sorted (the id is a hash of the sorted list; 14 MB at CelebA's 202,599 files).
+    num_ignored = matched[MatchInputs.IGNORED] | "CountIgnored" >> beam.combiners.Count.Globally()
+    _ = (decoded[DecodeAndCrop.FINGERPRINT]
+         | "CollectFingerprints" >> beam.combiners.ToList()
+         | "DatasetIdOfWhatWasRead" >> beam.Map(_inputs_read, cfg, beam.pvalue.AsSingleton(num_ignored))
+         | "WriteInputsRead" >> beam.io.WriteToText(os.path.join(work_dir, "inputs.json"), shard_name_template=""))
     spill_files = (
         decoded.accepted
         | "PackCrops" >> beam.Map(pack_crop)
@@ -565,22 +618,27 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         storage.delete(out_uri, recursive=True)
 
     options = _pipeline_options(beam_args or [])
+    runner, runner_info = local_runner(options)
     work_dir = _work_dir(options, dataset_id)
     start = time.time()
     try:
         with storage.staged_output(out_uri, dataset.MARKER) as out_dir:
-            pipeline = beam.Pipeline(options=options)
-            build_pipeline(pipeline, files, pcfg, out_dir, work_dir)
-            log.info("beam job: decode %d files -> spill -> analyze (train) -> transform + write; "
-                     "spill and temporary files in %s", len(files), work_dir)
+            pipeline = beam.Pipeline(runner=runner, options=options)
+            job_out = _job_output_dir(options, work_dir, out_dir)
+            build_pipeline(pipeline, input_uri, len(files), pcfg, job_out, work_dir)
+            log.info("beam job on %s: match + decode %d files -> spill -> analyze (train) -> transform + write; "
+                     "spill and temporary files in %s", runner_info["runner"], len(files), work_dir)
             result = pipeline.run()
             result.wait_until_finish()
+            if job_out != out_dir:
+                _copy_job_output(job_out, out_dir)
+            read = _check_inputs_read(json.loads(_read_work_file(work_dir, "inputs.json")), dataset_id, len(files))
             counts = json.loads(_read_work_file(work_dir, "counts.json") or "{}")
             num_rejected, by_reason, first_rejected = _read_rejected(os.path.join(out_dir, "rejected.jsonl"))
             num_train_photos, num_eval = counts.get("train", 0), counts.get("eval", 0)
-            if num_train_photos + num_eval + num_rejected != len(files):
-                raise PreprocessError(f"inputs lost: {len(files)} read but {num_train_photos} train + {num_eval} "
-                                      f"eval + {num_rejected} rejected")
+            if num_train_photos + num_eval + num_rejected != read["num_files_read"]:
+                raise PreprocessError(f"inputs lost: {read['num_files_read']} read but {num_train_photos} train + "
+                                      f"{num_eval} eval + {num_rejected} rejected")
             if num_train_photos == 0:
                 raise PreprocessError(f"no training image was accepted ({num_eval} went to eval, {num_rejected} "
                                       f"rejected; first rejections below)\n" + "".join(first_rejected))
@@ -598,8 +656,8 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
                 "num_eval": num_eval,
                 **patch_counts,
                 "num_rejected": num_rejected,
-                "num_files_read": len(files),
-                "num_ignored_files": len(ignored),
+                "num_files_read": read["num_files_read"],
+                "num_ignored_files": read["num_ignored_files"],
                 "rejected_by_reason": by_reason,
                 **_record_layout(pcfg),
                 "encoding": dataset.ENCODING,
@@ -607,7 +665,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
                                **_statistics(out_dir, pcfg)},
                 "preprocess": asdict(pcfg),
                 "shards": shards,
-                "runner": options.get_all_options().get("runner") or "DirectRunner",
+                **runner_info,
                 "seconds": round(time.time() - start, 1),
                 "code_version": provenance.code_version(),
                 "package_versions": provenance.package_versions(),
@@ -619,6 +677,51 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     log.info("dataset %s: %d train, %d eval, %d rejected in %.1f s", dataset_id, num_train, num_eval,
              num_rejected, time.time() - start)
     return info
+
+
+def local_runner(options) -> tuple:
+    """(the runner to give beam.Pipeline, what dataset.json records of it).
+
+    No --runner (or --runner FnApiRunner): Beam's FnApiRunner, in this process or in
+    --direct_num_workers processes/threads as --direct_running_mode says: the runner every measurement
+    here was made on. Not Beam's default DirectRunner, which since 2.6x first tries PrismRunner, a Go
+    binary downloaded from GitHub at first use (direct_runner.py, _PrismRunnerSupportVisitor), and
+    falls back when that fails: the same command would run on another runner on a connected machine.
+    Any other --runner (PrismRunner, DirectRunner, PortableRunner, DataflowRunner, FlinkRunner...) is
+    Beam's, as asked: (None, ...) lets beam.Pipeline create it from the options."""
+    from apache_beam.options.pipeline_options import DirectOptions, PortableOptions, StandardOptions
+
+    name = options.view_as(StandardOptions).runner
+    if name is None or name.rsplit(".", 1)[-1] in ("FnApiRunner", "fnapirunner"):
+        from apache_beam.portability.api import beam_provision_api_pb2
+        from apache_beam.runners.portability.fn_api_runner import fn_runner
+        from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+        direct = options.view_as(DirectOptions)
+        # As DirectRunner builds it: the workers get the pipeline options (e.g. for their filesystems).
+        provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(
+            pipeline_options=JobServiceHandle.encode_pipeline_options(options.get_all_options())))
+        workers = direct.direct_num_workers
+        return fn_runner.FnApiRunner(provision_info=provision), {
+            "runner": "FnApiRunner", "runner_options": {
+                "direct_running_mode": direct.direct_running_mode,
+                "direct_num_workers": os.cpu_count() if workers == 0 else workers}}
+    portable = options.view_as(PortableOptions)
+    recorded = {"environment_type": portable.environment_type, "job_endpoint": portable.job_endpoint}
+    return None, {"runner": name, "runner_options": {k: v for k, v in recorded.items() if v}}
+
+
+def _check_inputs_read(read: dict, predicted_id: str, num_listed: int) -> dict:
+    """The dataset id of the bytes the job read must be the one its output was named by (from the
+    launcher's listing): otherwise files changed, came or went while it ran, or could not be read."""
+    if read["num_unreadable"]:
+        raise PreprocessError(f"{read['num_unreadable']} input files could not be read (their reasons are in "
+                              f"rejected.jsonl), e.g. {', '.join(read['unreadable'])}: the dataset id would not "
+                              "be a fingerprint of the data; fix the storage and rerun")
+    if read["dataset_id"] != predicted_id:
+        raise PreprocessError(f"the inputs changed while the job ran: listed {num_listed} files (dataset "
+                              f"{predicted_id}), read {read['num_files_read']} ({read['dataset_id']}); rerun")
+    return read
 
 
 def _patch_counts(cfg: PreprocessConfig, work_dir: str, num_train_photos: int) -> dict:
@@ -658,6 +761,33 @@ def _work_dir(options, dataset_id: str) -> str:
         from apache_beam.io.filesystems import FileSystems
         return FileSystems.join(temp_location, f"preprocess-{dataset_id}-{uuid.uuid4().hex[:8]}")
     return tempfile.mkdtemp(prefix="preprocess-work-")
+
+
+def _job_output_dir(options, work_dir: str, out_dir: str) -> str:
+    """Where the workers write the dataset's files: the launcher's local staging folder `out_dir` when
+    there is no --temp_location (a local runner: the workers share this machine's disk), else
+    <work_dir>/out under --temp_location, which a cluster runner's workers all reach (gs://... on
+    Dataflow); the launcher copies it into the staging folder afterwards (_copy_job_output)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    if not options.view_as(GoogleCloudOptions).temp_location:
+        return out_dir
+    from apache_beam.io.filesystems import FileSystems
+    return FileSystems.join(work_dir, "out")
+
+
+def _copy_job_output(job_out: str, out_dir: str) -> None:
+    """Every file below `job_out` (a Beam filesystem path) into the local folder `out_dir`, byte for byte."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    prefix = job_out.rstrip("/") + "/"
+    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+        dest = os.path.join(out_dir, meta.path[len(prefix):])
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with FileSystems.open(meta.path, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
+                open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _read_work_file(work_dir: str, name: str) -> str:
