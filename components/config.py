@@ -225,6 +225,10 @@ class PushConfig:
     default_strength: float = field(default=1.0, metadata={"within": (0.0, 1.0)})  # what serving_default exports
     data_licence: str = ("Derived from the training images named in lineage.dataset; their licence applies "
                          "(CelebA: non-commercial research purposes only).")
+    # besides the SavedModel (always written): model.onnx (onnx), model.tflite (tflite) and model_fp16.tflite
+    # (tflite_fp16: kept only where its pixels agree), each checked against the SavedModel before the push commits
+    exports: str = field(default="onnx,tflite,tflite_fp16", metadata={"subset": ("onnx", "tflite", "tflite_fp16")})
+    export_check_images: int = field(default=64, metadata={"within": (0, 1_000_000)})  # eval-split images (first by name) the exports are checked on; 0: all
 
 
 @dataclass
@@ -238,6 +242,9 @@ class ServeConfig:
     version: Optional[str] = None     # pull/upscale: a version number or "latest" (default)
     tile_size: int = 128              # upscale: LR tile side; bounds memory on large images
     tile_overlap: int = 16            # upscale: LR context pixels around each tile (hides seams)
+    runtime: str = field(default="tensorflow", metadata={"choices": ("tensorflow", "onnxruntime", "litert")})
+    #   upscale/serve/pull: what runs the model: the SavedModel (tensorflow), model.onnx (onnxruntime) or model.tflite
+    #   (litert); the last two need a version pushed with that export (components.runtimes)
     strength: Optional[float] = field(default=None, metadata={"within": (0.0, 1.0)})
     #   upscale/serve: blend a version's strength pair (push's strength_base_run) at this strength: 0 its base
     #   (e.g. clean-trained), 1 the pushed run's; none: the version's SavedModel (its default_strength)

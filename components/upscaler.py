@@ -40,19 +40,28 @@ class Upscaler:
         return np.asarray(self.fn(lr_uint8))
 
 
-def load(model_uri: str, version: str | int | None = None, strength: float | None = None) -> Upscaler:
+def load(model_uri: str, version: str | int | None = None, strength: float | None = None,
+         runtime: str = "tensorflow") -> Upscaler:
     """An Upscaler for a version folder, a models/<name> folder, a generator.keras or a run folder. `strength`
     (a version with a strength pair only): its two generators blended, strength * generator.keras +
-    (1 - strength) * generator_strength0.keras."""
-    from components import registry
+    (1 - strength) * generator_strength0.keras. `runtime` (components.runtimes): tensorflow runs the SavedModel
+    (or Keras); onnxruntime and litert run a version's model.onnx / model.tflite, without importing TensorFlow."""
+    from components import registry, runtimes
 
+    if runtime not in runtimes.RUNTIMES:
+        raise UpscaleError(f"runtime {runtime!r}: choose one of {', '.join(runtimes.RUNTIMES)}")
     if registry.is_version_folder(model_uri) or storage.exists(storage.join(model_uri, registry.LATEST)) \
             or version is not None:
         folder = registry.resolve(model_uri, version)
+        if runtime != runtimes.TENSORFLOW:
+            return _from_export(folder, runtime, strength)
         local = storage.stage_in(folder)
         if strength is not None:
             return _at_strength(local, folder, strength)
         return _from_saved_model(local, folder)
+    if runtime != runtimes.TENSORFLOW:
+        raise UpscaleError(f"{model_uri}: --runtime {runtime} runs a pushed model version's export "
+                           f"(model.json lists it); this is not a version folder: use --runtime tensorflow")
     if strength is not None:
         raise UpscaleError(f"{model_uri}: --strength needs a pushed model version with a strength pair "
                            "(push.strength_base_run), not a single generator")
@@ -69,6 +78,19 @@ def _from_saved_model(local_dir: str, source: str) -> Upscaler:
 
     serve = tf.saved_model.load(local_dir).signatures["serving_default"]
     return Upscaler(lambda x: serve(images=tf.constant(x))["sr"].numpy(), source, "saved_model")
+
+
+def _from_export(folder: str, runtime: str, strength: float | None) -> Upscaler:
+    """A version's model.onnx / model.tflite on its runtime; only that file and the card are staged."""
+    from components import registry, runtimes
+
+    if strength is not None:
+        raise UpscaleError(f"{folder}: --strength blends the version's two Keras generators, which only "
+                           f"--runtime tensorflow can do (the exports hold the default strength)")
+    card = registry.card(folder)
+    name = runtimes.export_entry(card, runtime, folder)["file"]
+    local = storage.stage_in(folder, pattern=name)
+    return Upscaler(runtimes.load_fn(local, card, runtime, folder), folder, runtime, card.get("scale") or 4)
 
 
 def _from_keras(keras_uri: str) -> Upscaler:

@@ -4,6 +4,9 @@
     python jobs/push.py --run-id RUN --push-unblessed   # loud; the version never becomes LATEST
 
 A run that is NOT_BLESSED is refused (exit 2). Pushing the same run again does nothing.
+The version carries model.onnx and model.tflite (+ model_fp16.tflite) beside its SavedModel, each checked
+against the SavedModel's pixels on the eval split first (--exports onnx,tflite,tflite_fp16 picks them; an
+export that fails or disagrees fails the push, naming the format, and nothing is published).
 """
 
 import sys
@@ -11,7 +14,7 @@ import sys
 from components import cli, config
 
 KEYS = ["artifact_root", "run_id", "force", "model_name", "push_unblessed", "data_licence", "strength_base_run",
-        "default_strength"]
+        "default_strength", "exports", "export_check_images"]
 
 
 def build_parser():

@@ -17,7 +17,7 @@ import threading
 from components import cli, config
 
 KEYS = ["model_uri", "version", "host", "port", "num_replicas", "max_ongoing_requests", "max_input_pixels",
-        "max_body_bytes", "poll_seconds", "tile_size", "tile_overlap", "strength"]
+        "max_body_bytes", "poll_seconds", "tile_size", "tile_overlap", "strength", "runtime"]
 log = logging.getLogger("serving")
 
 
@@ -35,6 +35,9 @@ def main(argv=None):
 
     opts = serving.settings(cfg)
     folder = registry.resolve(opts["model_uri"], opts["version"])  # a clear error now, not in a replica
+    if opts["runtime"] != "tensorflow":  # the version must carry that runtime's export (model.json lists it)
+        from components import runtimes
+        runtimes.export_entry(registry.card(folder), opts["runtime"], folder)
     import ray
     from ray import serve
 

@@ -7,13 +7,15 @@ generator.keras or a run folder. --strength S (a version pushed with a strength 
 generators: 0 the base (e.g. clean-trained), 1 the pushed run's (e.g. trained on degraded LR). Inputs are files or folders (recursively), any size and format
 Pillow reads; alpha is upscaled separately, grayscale stays grayscale. Outputs go under OUT with the
 input's name; inputs are never overwritten, existing outputs are kept unless --force.
+--runtime tensorflow|onnxruntime|litert: what runs the model; onnxruntime and litert run a pushed version's
+model.onnx / model.tflite (checked against the SavedModel's pixels when pushed) and never import TensorFlow.
 """
 
 import sys
 
 from components import cli, config
 
-KEYS = ["model_uri", "version", "output", "force", "tile_size", "tile_overlap", "strength"]
+KEYS = ["model_uri", "version", "output", "force", "tile_size", "tile_overlap", "strength", "runtime"]
 
 
 def build_parser():
@@ -29,7 +31,7 @@ def main(argv=None):
         raise config.ConfigError("pass --model-uri and --output")
 
     from components import upscaler
-    model = upscaler.load(cfg.model_uri, cfg.serve.version, cfg.serve.strength)
+    model = upscaler.load(cfg.model_uri, cfg.serve.version, cfg.serve.strength, cfg.serve.runtime)
     rows = upscaler.upscale_files(model, args.inputs, cfg.output, cfg.serve.tile_size, cfg.serve.tile_overlap,
                                   force=cfg.force)
     for row in rows:

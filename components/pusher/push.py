@@ -2,6 +2,8 @@
 
 A version folder (DESIGN.md): a SavedModel whose `serving_default` maps uint8 [b, h, w, 3] (any h, w)
 to uint8 [b, 4h, 4w, 3] and loads with plain TensorFlow; `generator.keras` for warm starts;
+`model.onnx` and `model.tflite` (+ `model_fp16.tflite`), the same contract for ONNX Runtime and LiteRT, each
+checked against the SavedModel's pixels before the version commits (components.pusher.exports);
 `model.json` (metrics, lineage, licence note, sha256 of every other file), written last. Version
 numbers are claimed atomically, and LATEST moves only to blessed versions (see components.registry).
 """
@@ -15,6 +17,7 @@ import shutil
 import tempfile
 
 from components import dataset, provenance, registry, runs, storage
+from components.pusher import exports
 from components.config import Config, TrainConfig
 from components.errors import UserError
 
@@ -31,9 +34,10 @@ class PushError(UserError):
 
 
 def export_saved_model(generator_keras: str, out_dir: str, strength_base: str | None = None,
-                       strength: float = 1.0) -> None:
+                       strength: float = 1.0):
     """Write the generator as a SavedModel with a uint8 -> uint8 `serving_default` into `out_dir`; with a
-    strength pair, the blend strength * generator + (1 - strength) * strength_base."""
+    strength pair, the blend strength * generator + (1 - strength) * strength_base. Returns the Keras
+    generator exported (the exports beside the SavedModel are converted from it)."""
     import keras
     import tensorflow as tf
 
@@ -53,6 +57,7 @@ def export_saved_model(generator_keras: str, out_dir: str, strength_base: str | 
 
     archive.add_endpoint("serving_default", serve)
     archive.write_out(out_dir, verbose=False)
+    return generator
 
 
 def architecture(train: dict) -> dict:
@@ -77,6 +82,14 @@ def _strength_base(cfg: Config) -> str:
         raise PushError(f"strength_base_run {cfg.push.strength_base_run}: its generator ({arch(theirs)}) is not the "
                         f"architecture of run {cfg.run_id} ({arch(ours)}): a strength pair blends weights")
     return base
+
+
+def _check_photos(dataset_uri: str, limit: int) -> list:
+    """The LR of the dataset's eval split (what the evaluator scored), the first `limit` by name (0: all)."""
+    from components.evaluator import evaluate
+
+    rows = sorted(evaluate.eval_split(dataset_uri), key=lambda r: r["name"])
+    return [r["lr"] for r in (rows[:limit] if limit else rows)]
 
 
 def _already_pushed(root: str, run_id: str, generator_sha: str, blessed: bool) -> dict | None:
@@ -142,7 +155,11 @@ def run(cfg: Config) -> dict:
     try:
         local = os.path.join(staging, "version")
         base = _strength_base(cfg) if cfg.push.strength_base_run else None
-        export_saved_model(local_generator, local, base, cfg.push.default_strength)
+        generator = export_saved_model(local_generator, local, base, cfg.push.default_strength)
+        # ONNX and LiteRT beside the SavedModel, each checked against it before anything is claimed or published
+        formats = [f.strip() for f in cfg.push.exports.split(",") if f.strip()]
+        photos = _check_photos(record["dataset_uri"], cfg.push.export_check_images) if formats else []
+        exported = exports.write_and_check(generator, local, formats, photos)
         shutil.copyfile(local_generator, os.path.join(local, "generator.keras"))
         if base:
             shutil.copyfile(base, os.path.join(local, registry.STRENGTH_BASE))
@@ -160,6 +177,8 @@ def run(cfg: Config) -> dict:
             "dataset_id": record["dataset_id"],
             "scale": dataset_info["preprocess"]["scale"],
             "signature": SIGNATURE,
+            # model.onnx / model.tflite: converters, runtimes and pixel agreement with the SavedModel (exports.py)
+            "exports": exported,
             "generator": architecture(train),
             # a degradation-strength knob: generator.keras is strength 1, generator_strength0.keras strength 0
             "strength": {"base_run": cfg.push.strength_base_run, "default": cfg.push.default_strength,

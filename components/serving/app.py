@@ -32,7 +32,7 @@ log = logging.getLogger("serving")
 APP_NAME = "srgan-upscaler"
 # The config keys a builder takes (the same names as jobs/serve.py's flags and the YAML config).
 APP_KEYS = ["model_uri", "version", "num_replicas", "max_ongoing_requests", "max_input_pixels",
-            "max_body_bytes", "poll_seconds", "tile_size", "tile_overlap", "strength"]
+            "max_body_bytes", "poll_seconds", "tile_size", "tile_overlap", "strength", "runtime"]
 # Tiles joined per model call across requests: at most BATCH_ITEMS chunks of up to 4 tiles
 # (upscaler.upscale_array's batch), waiting at most BATCH_WAIT_S for others to arrive.
 BATCH_ITEMS, BATCH_WAIT_S = 4, 0.005
@@ -117,7 +117,7 @@ def _build_deployment():
             self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
             self.batching = {"chunks": 0, "model_calls": 0}  # chunks of tiles in, model calls out
             self.follower = ModelFollower(opts["model_uri"], opts["version"], opts["tile_size"],
-                                          strength=opts["strength"])
+                                          strength=opts["strength"], runtime=opts["runtime"])
             first = self.follower.check()
             if self.follower.current is None:
                 raise ServingError(f"no model to serve from {opts['model_uri']}: {first.get('error')}")

@@ -108,10 +108,11 @@ def pull_verified(model_uri: str, version: int, cache: str) -> tuple[str, dict]:
     return dest, card
 
 
-def load_and_warm(folder: str, version: int, card: dict, tile: int, strength: float | None = None) -> Loaded:
-    """Load a verified local version folder and run it once on a tile-sized input (compiles the graph),
-    checking the output shape, so the first real request does not pay for it or find it broken."""
-    model = upscaler.load(folder, strength=strength)
+def load_and_warm(folder: str, version: int, card: dict, tile: int, strength: float | None = None,
+                  runtime: str = "tensorflow") -> Loaded:
+    """Load a verified local version folder with `runtime` and run it once on a tile-sized input (compiles the
+    graph), checking the output shape, so the first real request does not pay for it or find it broken."""
+    model = upscaler.load(folder, strength=strength, runtime=runtime)
     probe = np.full((1, min(tile, 16), min(tile, 16), 3), 128, np.uint8)
     out = model(probe)
     expected = (1, probe.shape[1] * model.scale, probe.shape[2] * model.scale, 3)
@@ -125,11 +126,12 @@ class ModelFollower:
     """Holds the version being served and moves to a newer LATEST when one is committed."""
 
     def __init__(self, model_uri: str, version: str | int | None = None, tile: int = 128,
-                 cache: str | None = None, strength: float | None = None):
+                 cache: str | None = None, strength: float | None = None, runtime: str = "tensorflow"):
         self.model_uri = model_uri
         self.pinned = None if version in (None, "latest") else int(registry.resolve(model_uri, version).rstrip("/")
                                                                       .rsplit("/", 1)[-1])
         self.tile, self.strength = tile, strength  # strength: every version is served at it (its strength pair)
+        self.runtime = runtime  # every version runs on it: a version without that export is not taken into use
         self.cache = cache or cache_root(model_uri)
         self.current: Loaded | None = None
         self.failed: dict | None = None     # the last LATEST that could not be taken into use
@@ -140,14 +142,14 @@ class ModelFollower:
     def state(self) -> dict:
         cur = self.current
         return {"model_uri": self.model_uri, "version": cur.version if cur else None,
-                "pinned": self.pinned is not None, "card": card_summary(cur.card) if cur else None,
+                "pinned": self.pinned is not None, "runtime": self.runtime, "card": card_summary(cur.card) if cur else None,
                 "last_update": dict(self.last_attempt), "last_check": dict(self.last_check), "failed": dict(self.failed) if self.failed else None}
 
     def _take(self, version: int) -> Loaded:
         folder, card = pull_verified(self.model_uri, version, self.cache)
         if int(card.get("version", version)) != version:
             raise ServingError(f"version {version}: its model card says version {card.get('version')}")
-        return load_and_warm(folder, version, card, self.tile, self.strength)
+        return load_and_warm(folder, version, card, self.tile, self.strength, self.runtime)
 
     def _fallback(self, below: int) -> Loaded | None:
         """A replica that starts while LATEST is bad serves the highest blessed version below it that

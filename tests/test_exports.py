@@ -1,0 +1,217 @@
+"""Exports beside the SavedModel (issue 27): a pushed version carries model.onnx, model.tflite and
+model_fp16.tflite, each checked against the SavedModel's pixels before the version commits and verified by
+sha256 on pull; every runtime upscales a PNG to the SavedModel's pixels within the tolerance; `--runtime
+onnxruntime` runs without importing TensorFlow; old versions (no exports in their card) run on TensorFlow
+and refuse other runtimes with one clear error. Runs are made by hand (a tiny generator, no training)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from components import config, dataset, models, registry, runs, runtimes, sample_data, storage, upscaler
+from components.pusher import exports
+from tests.conftest import REPO, run_cli
+
+
+def _finished_run(root: str, dataset_id: str, run_id: str, seed: int):
+    """A finished, blessed run of a tiny generator with every custom layer: bicubic residual, binomial blur."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    g = models.build_generator(8, 2, residual_over_bicubic=True, upsample_filter="binomial")
+    folder = runs.run_uri(root, run_id)
+    os.makedirs(folder, exist_ok=True)
+    g.save(os.path.join(folder, runs.GENERATOR))
+    storage.write_json(os.path.join(folder, runs.RUN_JSON), {
+        "run_id": run_id, "dataset_id": dataset_id, "dataset_uri": dataset.dataset_uri(root, dataset_id),
+        "status": "succeeded", "final_generator": os.path.join(folder, runs.GENERATOR),
+        "config": {"generator_width": 8, "generator_blocks": 2, "residual_over_bicubic": True,
+                   "upsample_filter": "binomial"}})
+    ev = runs.eval_uri(root, run_id)
+    storage.write_json(os.path.join(ev, runs.METRICS_JSON), {"bless_rule": "psnr", "eval_split": {}})
+    storage.write_json(os.path.join(ev, runs.BLESSED), {"decision": runs.BLESSED, "reasons": ["made by hand"]})
+    return g
+
+
+def _root_with_run(tiny_dataset, path) -> str:
+    src_root, dataset_id = tiny_dataset
+    root = str(path)
+    os.makedirs(os.path.join(root, "datasets"))
+    os.symlink(dataset.dataset_uri(src_root, dataset_id), os.path.join(root, "datasets", dataset_id))
+    _finished_run(root, dataset_id, "tiny", seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pushed(tiny_dataset, tmp_path_factory):
+    """(artifact root, model root, card) of one push with every export."""
+    from components.pusher import push
+
+    root = _root_with_run(tiny_dataset, tmp_path_factory.mktemp("exports") / "root")
+    card = push.run(config.Config(artifact_root=root, run_id="tiny"))
+    return root, registry.model_root(root, config.PushConfig().model_name), card
+
+
+@pytest.fixture(scope="module")
+def photo_png(tmp_path_factory):
+    """A real photo (70 x 90, odd sizes, larger than one 32 px tile below) as a PNG."""
+    path = tmp_path_factory.mktemp("png") / "astronaut.png"
+    Image.fromarray(np.ascontiguousarray(sample_data.photo("astronaut")[30:100, 120:210])).save(path)
+    return str(path)
+
+
+def test_a_push_writes_checks_and_lists_every_export(pushed):
+    _root, _model_root, card = pushed
+    ex = card["exports"]
+    assert {"model.onnx", "model.tflite", "model_fp16.tflite", "saved_model.pb"} <= set(card["files"])
+    for fmt, converter in (("onnx", "tf2onnx 1.17.0"), ("tflite", "tensorflow 2.21.0"),
+                           ("tflite_fp16", "tensorflow 2.21.0")):
+        assert ex[fmt]["file"] == runtimes.FILES[fmt]
+        assert converter in ex[fmt]["converter"]
+        a = ex[fmt]["agreement"]
+        assert a["values"] == 3 * 16 * ex["check"]["lr_pixels"]  # every output value of every check photo
+        assert a["within_1"] >= 0.999 and a["max_diff"] <= 2
+    assert ex["check"]["photos"] == 8  # the tiny dataset's eval split (eval_count 8)
+    assert ex["onnx"]["runtime"] == "onnxruntime 1.32.0" and ex["tflite"]["runtime"] == "ai-edge-litert 2.3.0"
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(os.path.join(card["uri"], "model.onnx"))  # the serving_default names
+    assert [i.name for i in session.get_inputs()] == ["images"] and [o.name for o in session.get_outputs()] == ["sr"]
+
+
+def test_each_runtime_upscales_a_pulled_png_to_the_saved_models_pixels(pushed, photo_png, tmp_path, capsys):
+    _root, model_root, card = pushed
+    pulled = str(tmp_path / "pulled")
+    r = run_cli(capsys, "pull_model", "--model-uri", model_root, "--output", pulled, "--runtime", "litert")
+    assert r.returncode in (0, None), r.stderr
+    assert "litert loaded it" in r.stdout and f"{len(card['files'])} files verified" in r.stdout
+    assert registry.file_hashes(pulled) == card["files"]
+    out = {}
+    for runtime in runtimes.RUNTIMES:
+        r = run_cli(capsys, "upscale", "--model-uri", pulled, photo_png, "--output", str(tmp_path / runtime),
+                    "--runtime", runtime, "--tile-size", "32", "--tile-overlap", "8")
+        assert r.returncode in (0, None), r.stderr
+        out[runtime] = np.asarray(Image.open(tmp_path / runtime / "astronaut.png"))
+    assert out["tensorflow"].shape == (280, 360, 3)
+    for runtime in ("onnxruntime", "litert"):
+        d = np.abs(out[runtime].astype(int) - out["tensorflow"])
+        assert d.max() <= 2 and (d <= 1).mean() >= 0.999, (runtime, d.max(), (d <= 1).mean())
+    fp16 = upscaler.Upscaler(runtimes.load_fn(pulled, card, "litert", pulled, export="tflite_fp16"), pulled, "litert")
+    d = np.abs(upscaler.upscale_array(fp16, np.asarray(Image.open(photo_png)), 32, 8).astype(int) - out["tensorflow"])
+    assert d.max() <= 2 and (d <= 1).mean() >= 0.999
+
+
+def test_onnxruntime_upscales_without_importing_tensorflow(pushed, photo_png, tmp_path):
+    """The job's main() in a fresh interpreter; at its end sys.modules must hold no tensorflow nor keras."""
+    _root, model_root, _card = pushed
+    code = ("import sys; from srgan_jobs import upscale; "
+            f"rc = upscale.main(['--model-uri', {model_root!r}, {photo_png!r}, '--output', {str(tmp_path)!r}, "
+            "'--runtime', 'onnxruntime']); "
+            "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras'}); "
+            "print('LOADED', loaded); sys.exit(1 if loaded or rc else 0)")
+    p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "LOADED []" in p.stdout
+    assert Image.open(tmp_path / "astronaut.png").size == (360, 280)
+
+
+def test_a_tampered_onnx_is_refused_on_pull(pushed, tmp_path):
+    root, model_root, card = pushed
+    copy = str(tmp_path / "copy" / "1")
+    storage.download_dir(registry.version_uri(model_root, card["version"]), copy)  # a registry of its own
+    with open(os.path.join(copy, "model.onnx"), "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(registry.RegistryError, match="sha256 mismatch: model.onnx"):
+        registry.pull(copy, str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_truncated_export_fails_the_push_and_publishes_nothing(tiny_dataset, tmp_path, monkeypatch):
+    """The real converter writes model.onnx, then it is cut in half (a disk-full or killed write): the pre-commit
+    check must fail the push naming the format, before any version number is claimed."""
+    from components.pusher import push
+
+    root = _root_with_run(tiny_dataset, tmp_path / "root")
+    real = exports.write_onnx
+
+    def truncated(generator, path):
+        meta = real(generator, path)
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.truncate(size // 2)
+        return meta
+
+    monkeypatch.setattr(exports, "write_onnx", truncated)
+    with pytest.raises(exports.ExportError, match=r"export onnx \(model\.onnx\) cannot be run by onnxruntime"):
+        push.run(config.Config(artifact_root=root, run_id="tiny"))
+    model_root = registry.model_root(root, config.PushConfig().model_name)
+    assert registry.versions(model_root) == []
+    assert not os.path.exists(model_root) or os.listdir(model_root) == []
+
+
+def test_exports_turned_off_and_old_versions_run_on_tensorflow_only(tiny_dataset, tmp_path, photo_png, capsys):
+    from components.pusher import push
+    from tests.serving_helpers import push_version
+
+    root = _root_with_run(tiny_dataset, tmp_path / "root")
+    cfg = config.Config(artifact_root=root, run_id="tiny")
+    cfg.push.exports = "onnx"
+    card = push.run(cfg)
+    assert "model.onnx" in card["files"] and "model.tflite" not in card["files"]
+    with pytest.raises(runtimes.RuntimeChoiceError, match="no model.tflite .*turned off.*--runtime tensorflow, "
+                                                          "onnxruntime"):
+        upscaler.load(card["uri"], runtime="litert")
+
+    old_root = str(tmp_path / "old" / "models" / "m")
+    push_version(old_root, seed=1)  # a card as written before exports existed
+    r = run_cli(capsys, "upscale", "--model-uri", old_root, photo_png, "--output", str(tmp_path / "o"),
+                "--runtime", "onnxruntime")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"error: {old_root}/1 (version 1) has no model.onnx (it was pushed before exports existed): it runs with "
+        "--runtime tensorflow"]
+    r = run_cli(capsys, "upscale", "--model-uri", old_root, photo_png, "--output", str(tmp_path / "o"))
+    assert r.returncode in (0, None), r.stderr
+    for job, extra in (("pull_model", ["--output", str(tmp_path / "p")]), ("serve", [])):
+        r = run_cli(capsys, job, "--model-uri", old_root, "--runtime", "litert", *extra)
+        assert r.returncode == 2 and "has no model.tflite (it was pushed before exports existed)" in r.stderr
+    assert not os.path.exists(tmp_path / "p")
+
+
+def test_the_service_runs_a_version_on_onnxruntime(pushed):
+    from components.serving import app, follower
+
+    _root, model_root, card = pushed
+    assert app.settings({"model_uri": model_root, "runtime": "onnxruntime"})["runtime"] == "onnxruntime"
+    f = follower.ModelFollower(model_root, tile=32, runtime="onnxruntime", cache=None)
+    assert f.check()["status"] == "loaded" and f.current.model.kind == "onnxruntime"
+    lr = np.ascontiguousarray(sample_data.photo("coffee")[:40, :50])
+    want = upscaler.load(model_root)(lr[None])[0]
+    d = np.abs(f.current.model(lr[None])[0].astype(int) - want)
+    assert d.max() <= 2 and (d <= 1).mean() >= 0.999
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("exports", "onnx,ncnn", "'exports' must be comma-separated names from onnx, tflite, tflite_fp16"),
+    ("runtime", "openvino", "'runtime' must be one of tensorflow, onnxruntime, litert"),
+    ("export_check_images", -1, "'export_check_images' must lie within"),
+])
+def test_export_keys_name_themselves(key, value, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.set_value(config.Config(), key, value)
+
+
+def test_portable_bicubic_is_tensorflows_bicubic():
+    import tensorflow as tf
+
+    x = sample_data.photo("chelsea")[:37, :23][None].astype(np.float32)
+    want = tf.image.resize(x, [148, 92], method="bicubic").numpy()
+    got = exports._portable_bicubic_layer()(4)(tf.constant(x)).numpy()
+    assert np.abs(got - want).max() < 1e-3  # float32 round-off only, borders included
