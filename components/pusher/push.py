@@ -86,9 +86,9 @@ def _strength_base(cfg: Config) -> str:
 
 def _check_photos(dataset_uri: str, limit: int) -> list:
     """The LR of the dataset's eval split (what the evaluator scored), the first `limit` by name (0: all)."""
-    from components.evaluator import evaluate
+    from components import evaluator
 
-    rows = sorted(evaluate.eval_split(dataset_uri), key=lambda r: r["name"])
+    rows = sorted(evaluator.eval_split(dataset_uri), key=lambda r: r["name"])
     return [r["lr"] for r in (rows[:limit] if limit else rows)]
 
 
