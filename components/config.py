@@ -177,7 +177,7 @@ class MixedDegradation:
     """`degradation: mixed`: each training example's LR is, drawn per example from (seed, epoch, position),
     the clean LR, a mild one-pass degradation (components.degradation.mild_degrade: the `mild_` keys) or
     the realistic one (realistic_degradation:). Noise sigma in 0..255 units."""
-    mix_prob: list[float] = _probs(0.3, 0.4, 0.3)                          # clean, mild, realistic
+    mix_prob: list[float] = _probs(0.15, 0.6, 0.25)  # clean, mild, realistic: measured best of three mixes (BENCHMARKS)
     mild_blur_prob: float = _prob(1.0)                                      # else no blur before the resize
     mild_blur_sigma: list[float] = _range(0.5, 1.5, lo=0.0, open_lo=True)  # isotropic Gaussian, HR pixels
     mild_noise_range: list[float] = _range(0.0, 5.0, lo=0.0)               # Gaussian, per channel

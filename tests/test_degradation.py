@@ -234,7 +234,7 @@ def test_mixed_config_from_yaml_and_flags(tmp_path):
     assert cfg.train.degradation == "mixed" and m.mix_prob == [0.2, 0.5, 0.3] and m.mild_jpeg_range == [70.0, 90.0]
     assert m.mild_noise_range == [1.0, 3.0] and cfg.realistic_degradation.second_jpeg_range == [50.0, 90.0]
     assert (MIXED.mix_prob, MIXED.mild_blur_sigma, MIXED.mild_noise_range, MIXED.mild_jpeg_range, MIXED.mild_blur_prob) \
-        == ([0.3, 0.4, 0.3], [0.5, 1.5], [0.0, 5.0], [60.0, 95.0], 1.0)
+        == ([0.15, 0.6, 0.25], [0.5, 1.5], [0.0, 5.0], [60.0, 95.0], 1.0)
     path.write_text("mixed_degradation:\n  mix_probs: [0.2, 0.5, 0.3]\n")
     with pytest.raises(config.ConfigError, match="unknown config key mixed_degradation.mix_probs"):
         config.load(str(path))
