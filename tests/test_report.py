@@ -448,6 +448,9 @@ def test_the_report_of_a_real_run_in_a_browser(reports, browser, capsys):
 
     shot = os.environ.get("SRGAN_REPORT_SCREENSHOT")
     if shot:
+        page = os.environ.get("SRGAN_REPORT_PAGE")  # another run's eval folder (the README's: the quickstart's)
+        if page:
+            check_page(open_page(browser, page), page)
         save_screenshot(browser, shot)
         with Image.open(shot) as png:
             assert png.format == "PNG" and png.size[0] == 1280 and png.size[1] > 900, (png.format, png.size)
