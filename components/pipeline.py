@@ -52,7 +52,8 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
 
     p = cfg.preprocess
     crops = (f"patches of {p.patch_size} px" if p.crop_mode == "patches" else f"{p.crop_size} px centre crops")
-    log.info("pipeline [1/4] preprocess: %s -> HR/LR TFRecords (%s, x%d) under %s/datasets", cfg.input, crops,
+    log.info("pipeline [1/4] preprocess: %s -> HR/LR TFRecords (%s, x%d) under %s/datasets",
+             cfg.input or "the built-in sample photos", crops,
              p.scale, cfg.artifact_root)
     t0 = time.time()
     info = preprocess.run(cfg, beam_args)
