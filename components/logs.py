@@ -49,6 +49,14 @@ NOISE = [
     # Ray Train's INFO lines on every report; its logger is named by file path, so its log level misses them
     r"Reporting training result \d+: TrainingReport\(",
     r"Checkpoint successfully created at: Checkpoint\(",
+    # the pusher's LiteRT export takes TF's older converter path on purpose (the suggested one gave wrong pixels,
+    # components/pusher/exports.py), and the LiteRT interpreter announces its default CPU delegate
+    r"Please consider providing the trackable_obj argument in the from_concrete_functions",
+    r"Created TensorFlow Lite XNNPACK delegate for CPU",
+    # Ray Train's placement-group cleaner looks its cluster up by address=None; with a second local Ray instance
+    # on the machine (another job, a bench) that lookup raises in its monitor thread, every line of the
+    # traceback forwarded to us. The run is unaffected (its placement group is removed when the job ends)
+    r"\(PlacementGroupCleaner pid=\d+\)",
 ]
 if _no_gpu_here():
     NOISE += [r"cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine",
