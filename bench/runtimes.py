@@ -91,8 +91,9 @@ def main(argv=None):
     g.save(os.path.join(work, "generator.keras"))
     folder = os.path.join(work, "version")
     generator = push.export_saved_model(os.path.join(work, "generator.keras"), folder)
-    converters = {"onnx": exports.write_onnx(generator, os.path.join(folder, "model.onnx"))["converter"],
-                  "tflite": exports.write_tflite(generator, os.path.join(folder, "model.tflite"))["converter"]}
+    serve = exports.serving_graph(generator)
+    converters = {"onnx": exports.write_onnx(serve, os.path.join(folder, "model.onnx"))["converter"],
+                  "tflite": exports.write_tflite(serve, os.path.join(folder, "model.tflite"))["converter"]}
     results, outputs = {}, {}
     for runtime in ("tensorflow", "onnxruntime", "litert"):
         npy = os.path.join(work, f"{runtime}.npy")

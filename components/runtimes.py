@@ -100,4 +100,9 @@ def load_fn(local_dir: str, card: dict, runtime: str, source: str, export: str |
     path = os.path.join(local_dir, (card["exports"].get(key) or entry)["file"])
     if not os.path.exists(path):
         raise RuntimeChoiceError(f"{source}: {os.path.basename(path)} is listed in the model card but not there")
+    return file_fn(path, runtime)
+
+
+def file_fn(path: str, runtime: str):
+    """The callable of an export file on `runtime` (onnxruntime or litert)."""
     return onnx_fn(path) if runtime == ONNXRUNTIME else litert_fn(path)

@@ -316,3 +316,27 @@ def own_ray():
             yield
     else:
         yield
+
+
+def finished_run(root: str, dataset_id: str, run_id: str, seed: int, width: int = 8,
+                 upsample_filter: str = "none"):
+    """A finished, blessed run of a tiny untrained generator (residual over bicubic), made by hand: run.json,
+    generator.keras, an eval folder with metrics.json and BLESSED. What the pusher needs, no training."""
+    import keras
+
+    from components import dataset, models, runs, storage
+
+    keras.utils.set_random_seed(seed)
+    g = models.build_generator(width, 2, residual_over_bicubic=True, upsample_filter=upsample_filter)
+    folder = runs.run_uri(root, run_id)
+    os.makedirs(folder, exist_ok=True)
+    g.save(os.path.join(folder, runs.GENERATOR))
+    storage.write_json(os.path.join(folder, runs.RUN_JSON), {
+        "run_id": run_id, "dataset_id": dataset_id, "dataset_uri": dataset.dataset_uri(root, dataset_id),
+        "status": "succeeded", "final_generator": os.path.join(folder, runs.GENERATOR),
+        "config": {"generator_width": width, "generator_blocks": 2, "residual_over_bicubic": True,
+                   "upsample_filter": upsample_filter}})
+    ev = runs.eval_uri(root, run_id)
+    storage.write_json(os.path.join(ev, runs.METRICS_JSON), {"bless_rule": "psnr", "eval_split": {}})
+    storage.write_json(os.path.join(ev, runs.BLESSED), {"decision": runs.BLESSED, "reasons": ["made by hand"]})
+    return g

@@ -14,29 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components import config, dataset, models, registry, runs, runtimes, sample_data, storage, upscaler
+from components import config, dataset, registry, runtimes, sample_data, storage, upscaler
 from components.pusher import exports
-from tests.conftest import REPO, run_cli
-
-
-def _finished_run(root: str, dataset_id: str, run_id: str, seed: int):
-    """A finished, blessed run of a tiny generator with every custom layer: bicubic residual, binomial blur."""
-    import keras
-
-    keras.utils.set_random_seed(seed)
-    g = models.build_generator(8, 2, residual_over_bicubic=True, upsample_filter="binomial")
-    folder = runs.run_uri(root, run_id)
-    os.makedirs(folder, exist_ok=True)
-    g.save(os.path.join(folder, runs.GENERATOR))
-    storage.write_json(os.path.join(folder, runs.RUN_JSON), {
-        "run_id": run_id, "dataset_id": dataset_id, "dataset_uri": dataset.dataset_uri(root, dataset_id),
-        "status": "succeeded", "final_generator": os.path.join(folder, runs.GENERATOR),
-        "config": {"generator_width": 8, "generator_blocks": 2, "residual_over_bicubic": True,
-                   "upsample_filter": "binomial"}})
-    ev = runs.eval_uri(root, run_id)
-    storage.write_json(os.path.join(ev, runs.METRICS_JSON), {"bless_rule": "psnr", "eval_split": {}})
-    storage.write_json(os.path.join(ev, runs.BLESSED), {"decision": runs.BLESSED, "reasons": ["made by hand"]})
-    return g
+from tests.conftest import REPO, finished_run, run_cli
 
 
 def _root_with_run(tiny_dataset, path) -> str:
@@ -44,7 +24,7 @@ def _root_with_run(tiny_dataset, path) -> str:
     root = str(path)
     os.makedirs(os.path.join(root, "datasets"))
     os.symlink(dataset.dataset_uri(src_root, dataset_id), os.path.join(root, "datasets", dataset_id))
-    _finished_run(root, dataset_id, "tiny", seed=5)
+    finished_run(root, dataset_id, "tiny", seed=5, upsample_filter="binomial")
     return root
 
 
@@ -141,8 +121,8 @@ def test_a_truncated_export_fails_the_push_and_publishes_nothing(tiny_dataset, t
     root = _root_with_run(tiny_dataset, tmp_path / "root")
     real = exports.write_onnx
 
-    def truncated(generator, path):
-        meta = real(generator, path)
+    def truncated(serve, path):
+        meta = real(serve, path)
         size = os.path.getsize(path)
         with open(path, "r+b") as f:
             f.truncate(size // 2)

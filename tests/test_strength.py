@@ -11,23 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from components import config, dataset, models, registry, runs, storage, upscaler
-
-
-def _finished_run(root: str, dataset_id: str, run_id: str, seed: int, width: int = 8) -> keras.Model:
-    keras.utils.set_random_seed(seed)
-    g = models.build_generator(width, 2, residual_over_bicubic=True)
-    folder = runs.run_uri(root, run_id)
-    os.makedirs(folder, exist_ok=True)
-    g.save(os.path.join(folder, runs.GENERATOR))
-    storage.write_json(os.path.join(folder, runs.RUN_JSON), {
-        "run_id": run_id, "dataset_id": dataset_id, "dataset_uri": dataset.dataset_uri(root, dataset_id),
-        "status": "succeeded", "final_generator": os.path.join(folder, runs.GENERATOR),
-        "config": {"generator_width": width, "generator_blocks": 2, "residual_over_bicubic": True}})
-    ev = runs.eval_uri(root, run_id)
-    storage.write_json(os.path.join(ev, runs.METRICS_JSON), {"bless_rule": "psnr", "eval_split": {}})
-    storage.write_json(os.path.join(ev, runs.BLESSED), {"decision": runs.BLESSED, "reasons": ["made by hand"]})
-    return g
+from components import config, dataset, models, registry, upscaler
+from tests.conftest import finished_run
 
 
 def _sr(g, lr):
@@ -41,8 +26,8 @@ def test_a_strength_pair_blends_two_generators_and_reproduces_each_end(tiny_data
     root = str(tmp_path / "root")
     os.makedirs(os.path.join(root, "datasets"))
     os.symlink(dataset.dataset_uri(src_root, dataset_id), os.path.join(root, "datasets", dataset_id))
-    clean = _finished_run(root, dataset_id, "clean", seed=1)
-    robust = _finished_run(root, dataset_id, "robust", seed=2)
+    clean = finished_run(root, dataset_id, "clean", seed=1)
+    robust = finished_run(root, dataset_id, "robust", seed=2)
     cfg = config.Config(artifact_root=root, run_id="robust")
     cfg.push.model_name, cfg.push.strength_base_run, cfg.push.default_strength = "pair", "clean", 0.25
     card = push.run(cfg)
@@ -75,7 +60,7 @@ def test_a_strength_pair_blends_two_generators_and_reproduces_each_end(tiny_data
     push.run(cfg2)
     with pytest.raises(upscaler.UpscaleError, match="no strength pair"):
         upscaler.load(registry.model_root(root, "single"), strength=0.5)
-    _finished_run(root, dataset_id, "wide", seed=3, width=16)
+    finished_run(root, dataset_id, "wide", seed=3, width=16)
     cfg3 = config.Config(artifact_root=root, run_id="robust", force=True)
     cfg3.push.model_name, cfg3.push.strength_base_run = "pair", "wide"
     with pytest.raises(push.PushError, match="strength_base_run wide.*not the architecture"):

@@ -302,9 +302,10 @@ def _grids(rows, sr, per_image, limit: int, scale: int) -> list[bytes]:
     return [plots.comparison_grid(items[i:i + step], scale) for i in range(0, len(items), step)]
 
 
-def _report_html(metrics_json: dict, csv_text: str, pngs: list[str]) -> str:
-    """report.html of an eval folder: metrics.json's content, per_image.csv's text, the folder's PNGs (paths
-    relative to it)."""
+def _report_html(metrics_json: dict, csv_text: str, folder: str) -> str:
+    """report.html of an eval folder: metrics.json's content, per_image.csv's text, the PNGs in `folder`
+    (linked relative to it)."""
+    pngs = [storage.relpath(f, folder) for f in storage.list_files(folder) if storage.matches_extension(f, (".png",))]
     return report.render(metrics_json, list(csv.DictReader(io.StringIO(csv_text))), sorted(pngs))
 
 
@@ -322,9 +323,8 @@ def rewrite_report(cfg: Config) -> str:
         raise EvaluateError(f"{out}: no committed evaluation there (no {BLESSED} or {NOT_BLESSED} file): "
                             f"nothing to report; evaluate first ({how})")
     csv_uri = storage.join(out, "per_image.csv")
-    pngs = [storage.relpath(f, out) for f in storage.list_files(out) if storage.matches_extension(f, (".png",))]
     page = _report_html({**runs.read_metrics(out), **verdict},  # the decision as its file states it
-                        storage.read_text(csv_uri) if storage.exists(csv_uri) else "", pngs)
+                        storage.read_text(csv_uri) if storage.exists(csv_uri) else "", out)
     uri = storage.join(out, runs.REPORT_HTML)
     storage.write_text(uri, page)
     return uri
@@ -556,9 +556,7 @@ def run(cfg: Config) -> dict:
         if result["interpolation"]:
             interp_keras.save(os.path.join(d, INTERPOLATED))
         metrics_text = json.dumps(result, indent=2, sort_keys=True) + "\n"
-        pngs = [os.path.relpath(os.path.join(top, f), d).replace(os.sep, "/")
-                for top, _dirs, files in os.walk(d) for f in files if f.lower().endswith(".png")]
-        put(runs.REPORT_HTML, _report_html(json.loads(metrics_text), csv_text, pngs))  # exactly what metrics.json says
+        put(runs.REPORT_HTML, _report_html(json.loads(metrics_text), csv_text, d))  # exactly what metrics.json says
         put(runs.METRICS_JSON, metrics_text)
         put(result["decision"], json.dumps({"decision": result["decision"], "reasons": reasons}, indent=2) + "\n")
     log.debug("%s: %s", result["decision"], "; ".join(reasons))  # the jobs print the decision, once

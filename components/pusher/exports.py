@@ -96,24 +96,27 @@ def portable(generator):
     return out
 
 
-def _serving_function(generator):
+def serving_graph(generator):
+    """The graph every export is converted from: uint8 images -> uint8 SR of `portable(generator)`."""
     import tensorflow as tf
 
     from components import models
 
+    model = portable(generator)
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve(images):
-        return models.to_uint8(generator(models.to_unit(images), training=False))
+        return models.to_uint8(model(models.to_unit(images), training=False))
 
     return serve
 
 
-def write_onnx(generator, path: str) -> dict:
+def write_onnx(serve, path: str) -> dict:
+    """`serve` (serving_graph's) as model.onnx."""
     import tf2onnx
 
     import onnx
 
-    serve = _serving_function(portable(generator))
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=serve.input_signature, opset=ONNX_OPSET)
     old = proto.graph.output[0].name  # tf2onnx names it after the graph's Identity op: give it the signature's name
     for node in proto.graph.node:
@@ -125,11 +128,10 @@ def write_onnx(generator, path: str) -> dict:
             "output": "sr uint8 [batch, 4*height, 4*width, 3]"}
 
 
-def write_tflite(generator, path: str, float16: bool = False) -> dict:
+def write_tflite(serve, path: str, float16: bool = False) -> dict:
+    """`serve` (serving_graph's) as model.tflite, float32 or with float16 weights."""
     import tensorflow as tf
 
-    model = portable(generator)
-    serve = _serving_function(model)
     # Without trackable_obj (TF warns it is deprecated): passed the model, TF 2.21's converter wrote a model.tflite
     # whose pixels were up to 255 levels off (measured; the pixel check caught it)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
@@ -184,11 +186,12 @@ def write_and_check(generator, local_dir: str, formats: list[str], photos: list[
     check_set = {"photos": len(photos), "lr_pixels": int(sum(p.shape[0] * p.shape[1] for p in photos)),
                  "tile_size": CHECK_TILE, "tile_overlap": CHECK_OVERLAP, "tolerance": TOLERANCE}
     out: dict = {"saved_model": {"file": "saved_model.pb", "runtime": "tensorflow"}, "check": check_set}
+    serve = serving_graph(generator)  # one graph for every format
     for fmt in formats:
         path = os.path.join(local_dir, runtimes.FILES[fmt])
         started = time.time()
         try:
-            meta = write_onnx(generator, path) if fmt == "onnx" else write_tflite(generator, path, fmt == "tflite_fp16")
+            meta = write_onnx(serve, path) if fmt == "onnx" else write_tflite(serve, path, fmt == "tflite_fp16")
         except Exception as exc:  # noqa: BLE001 - any converter failure fails the push, naming the format
             raise ExportError(f"export {fmt} ({runtimes.FILES[fmt]}) failed: {type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}") from None
@@ -217,7 +220,7 @@ def check_file(path: str, fmt: str, photos: list[np.ndarray], want: list[np.ndar
 
     runtime = runtimes.ONNXRUNTIME if fmt == "onnx" else runtimes.LITERT
     try:
-        fn = runtimes.onnx_fn(path) if fmt == "onnx" else runtimes.litert_fn(path)
+        fn = runtimes.file_fn(path, runtime)
         model = upscaler.Upscaler(fn, path, runtime)
         got = [upscaler.upscale_array(model, p, CHECK_TILE, CHECK_OVERLAP) for p in photos]
     except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file: the format is named
