@@ -9,6 +9,8 @@ from the same SRResNet warm start. Prints one JSON object (a row per recipe) and
     # the same with a fixed blur after each pixel shuffle (upsample_filter: binomial), warm start and GAN alike
     python bench/gan.py warmstart --steps 1500 --upsample-filter binomial
     python bench/gan.py ablation --steps 1500 --upsample-filter binomial --gan-steps 1800 --recipes vgg16_one
+    # ESRGAN's nearest-neighbour + conv upsampling instead of the pixel shuffle
+    python bench/gan.py warmstart --steps 1500 --upsample nearest
 
 Data: the 100 CelebA-HQ 1024 photos of ../shared/data/faces-dev, `crop_mode: patches` (192 px patches of the
 90 train photos at full resolution, 64 px random crops per step), `eval_count: 10` (10 photos never trained
@@ -75,8 +77,9 @@ def _config(args):
     ev.eval_degraded = False
     ev.bless_rule, ev.interpolation_alphas = "perceptual", ALPHAS
     cfg.push.model_name = "faces-x4-gan-bench"  # never pushed: judged against bicubic and the warm start
-    icnr = args.upsample_filter == "none" and not args.no_icnr  # the first ablation's warm start had ICNR on
-    for k, v in {**WARM, "upsample_filter": args.upsample_filter, "icnr_init": icnr}.items():
+    # the first ablation's warm start had ICNR on (a pixel-shuffle initialiser: nearest has nothing to start)
+    icnr = args.upsample_filter == "none" and args.upsample == "pixel_shuffle" and not args.no_icnr
+    for k, v in {**WARM, "upsample_filter": args.upsample_filter, "upsample": args.upsample, "icnr_init": icnr}.items():
         setattr(cfg.train, k, v)
     cfg.train.cpus_per_worker = args.cpus
     return cfg
@@ -92,7 +95,8 @@ def _means(result: dict) -> dict:
 
 def _arch(args) -> str:
     """The run ids' architecture tag; none for the first ablation's (ICNR on, no filter)."""
-    return ("" if args.upsample_filter == "none" else f"-{args.upsample_filter}") + ("-icnr0" if args.no_icnr else "")
+    return ("" if args.upsample_filter == "none" else f"-{args.upsample_filter}") + ("-icnr0" if args.no_icnr else "") \
+        + ("" if args.upsample == "pixel_shuffle" else f"-{args.upsample}")
 
 
 def _warm_id(args, cfg) -> str:
@@ -170,6 +174,8 @@ def main(argv=None):
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--upsample-filter", default="none", choices=("none", "binomial"),
                    help="the generator's upsample_filter, warm start and GAN rows alike")
+    p.add_argument("--upsample", default="pixel_shuffle", choices=("pixel_shuffle", "nearest"),
+                   help="the generator's upsample (nearest: ESRGAN's nearest + conv), warm start and GAN rows alike")
     p.add_argument("--no-icnr", action="store_true", help="with --upsample-filter none: Glorot sub-pixel convs "
                    "(ICNR is on for that filter by default, as the first ablation ran)")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
@@ -181,7 +187,7 @@ def main(argv=None):
     cfg = _config(args)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}", "what": args.what,
               "dataset_id": cfg.dataset_id, "warm_start_steps": args.steps,
-              "upsample_filter": args.upsample_filter, "icnr_init": cfg.train.icnr_init}
+              "upsample_filter": args.upsample_filter, "upsample": args.upsample, "icnr_init": cfg.train.icnr_init}
     if args.what == "warmstart":
         report["warm_start"] = warmstart(args, cfg)
     else:

@@ -95,6 +95,9 @@ class TrainConfig:
     #   binomial: a fixed [1,2,1]^2 blur after each pixel shuffle (models.BinomialBlur): no sub-pixel checkerboard
     #   in flat regions at any step, where ICNR only starts without one. Part of the architecture (warm starts,
     #   strength pairs and interpolation need the same value)
+    upsample: str = field(default="pixel_shuffle", metadata={"choices": ("pixel_shuffle", "nearest")})
+    #   nearest: ESRGAN's nearest-neighbour x2 + conv instead of the seed's sub-pixel conv (models.build_generator);
+    #   part of the architecture like upsample_filter
     pretrain_learning_rate: float = 1e-4
     g_learning_rate: float = 1e-4
     lr_decay: str = "constant"        # constant | cosine (generator lr decays to 1% over each phase)

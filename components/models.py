@@ -92,7 +92,7 @@ def _prelu(name):
 
 def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
                     residual_over_bicubic: bool = False, icnr: bool = False, upsample_filter: str = "none",
-                    name: str = "generator") -> keras.Model:
+                    upsample: str = "pixel_shuffle", name: str = "generator") -> keras.Model:
     """The SRGAN/SRResNet generator; fully convolutional (any input size, output `scale`x).
 
     Reference output: 9x9 conv -> tanh. With `residual_over_bicubic` the output is instead
@@ -100,9 +100,15 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
     `icnr`: the sub-pixel convolutions start from ICNR (no checkerboard at step 0); else Glorot uniform.
     `upsample_filter`: "binomial" puts a fixed BinomialBlur after each shuffle (no checkerboard in flat regions,
     at any step); "none": the seed's plain pixel shuffle.
+    `upsample`: "pixel_shuffle" (the seed's: conv to 4x channels, then shuffle) or "nearest" (ESRGAN's RRDBNet:
+    nearest-neighbour x2, then conv). The same FLOPs; nearest shares one kernel over the four sub-pixel positions,
+    so a flat input stays flat: no sub-pixel checkerboard to learn, while the conv at the new resolution can still
+    make every frequency up to its Nyquist (a blur after the shuffle cannot).
     """
     if upsample_filter not in ("none", "binomial"):
         raise ValueError(f"upsample_filter must be none or binomial, got {upsample_filter!r}")
+    if upsample not in ("pixel_shuffle", "nearest"):
+        raise ValueError(f"upsample must be pixel_shuffle or nearest, got {upsample!r}")
     if scale < 2 or scale & (scale - 1):
         raise ValueError(f"scale must be a power of two, got {scale}")
     inputs = keras.Input((None, None, 3), name="lr")
@@ -116,9 +122,13 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
     x = keras.layers.Conv2D(width, 3, padding="same", name="body_conv")(x)
     x = keras.layers.Add(name="long_skip")([x, skip])
     for i in range(int(math.log2(scale))):
-        x = keras.layers.Conv2D(width * 4, 3, padding="same", name=f"up{i}_conv",
-                                kernel_initializer=ICNR(2) if icnr else "glorot_uniform")(x)
-        x = PixelShuffle(2, name=f"up{i}_shuffle")(x)
+        if upsample == "nearest":
+            x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_nearest")(x)
+            x = keras.layers.Conv2D(width, 3, padding="same", name=f"up{i}_conv")(x)
+        else:
+            x = keras.layers.Conv2D(width * 4, 3, padding="same", name=f"up{i}_conv",
+                                    kernel_initializer=ICNR(2) if icnr else "glorot_uniform")(x)
+            x = PixelShuffle(2, name=f"up{i}_shuffle")(x)
         x = _prelu(f"up{i}_prelu")(x)
         if upsample_filter == "binomial":  # after the PReLU: from here to the output the path is linear
             x = BinomialBlur(name=f"up{i}_blur")(x)

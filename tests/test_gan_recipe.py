@@ -38,6 +38,7 @@ def _sigmoid_xent(label, logit):
     ("ema_decay", 1.5, "within [0, 1]"),
     ("vgg_before_activation", "yes", "true or false"),
     ("upsample_filter", "gaussian", "none, binomial"),
+    ("upsample", "bilinear", "pixel_shuffle, nearest"),
 ])
 def test_bad_values_of_the_new_keys_name_the_key(key, value, words):
     with pytest.raises(config.ConfigError) as err:
@@ -233,6 +234,26 @@ def test_binomial_blur_zeroes_the_period_2_pattern_keeps_flat_and_survives_save(
     np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), g(x), atol=1e-6)
     with pytest.raises(ValueError, match="upsample_filter"):
         models.build_generator(8, 2, upsample_filter="box")
+
+
+def test_nearest_upsampling_keeps_a_flat_input_flat_at_any_weights_and_survives_save(tmp_path):
+    """A random pixel-shuffle generator turns a flat input into a period-2 pattern (its four sub-pixel filters
+    differ); nearest + conv cannot: one kernel for all four positions."""
+    flat = tf.fill([1, 48, 48, 3], 0.3)
+    for upsample, flat_out in (("nearest", True), ("pixel_shuffle", False)):
+        keras.utils.set_random_seed(4)
+        g = models.build_generator(8, 2, upsample=upsample)
+        y = g(flat).numpy()[0, 80:-80, 80:-80]  # away from the zero-padded borders (LR receptive field < 20)
+        spread = float(np.ptp(y, axis=(0, 1)).max())
+        assert (spread < 1e-5) == flat_out, (upsample, spread)
+    g = models.build_generator(8, 2, residual_over_bicubic=True, upsample="nearest")
+    assert [layer.name for layer in g.layers if isinstance(layer, models.PixelShuffle)] == []
+    g.save(tmp_path / "g.keras")
+    x = tf.random.uniform([1, 6, 7, 3], -1, 1, seed=2)
+    assert g(x).shape == (1, 24, 28, 3)
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), g(x), atol=1e-6)
+    with pytest.raises(ValueError, match="upsample"):
+        models.build_generator(8, 2, upsample="bilinear")
 
 
 def test_interpolation_at_alpha_0_and_1_reproduces_the_two_generators_exactly():

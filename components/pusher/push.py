@@ -22,8 +22,8 @@ from components.config import Config, TrainConfig
 from components.errors import UserError
 
 log = logging.getLogger("push")
-ARCH_KEYS = ("generator_width", "generator_blocks", "residual_over_bicubic", "upsample_filter")  # what makes two
-#                                            generators blendable (strength pairs) and what a card records
+# what makes two generators blendable (strength pairs) and what a card records
+ARCH_KEYS = ("generator_width", "generator_blocks", "residual_over_bicubic", "upsample_filter", "upsample")
 
 SIGNATURE = {"name": "serving_default", "inputs": {"images": "uint8 [batch, height, width, 3]"},
              "outputs": {"sr": "uint8 [batch, 4*height, 4*width, 3]"}}
