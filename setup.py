@@ -14,7 +14,7 @@ def pins():
 
 
 PINS = pins()
-JOBS = ("preprocess", "train", "evaluate", "push", "pipeline", "pull_model", "upscale", "serve")
+JOBS = ("preprocess", "train", "evaluate", "push", "pipeline", "pull_model", "upscale", "serve", "gc")
 EXTRAS = {"apache-beam": "apache-beam[gcp]", "ray": "ray[default,train,serve]"}
 
 

@@ -79,7 +79,9 @@ def _config(args):
     cfg.push.model_name = "faces-x4-gan-bench"  # never pushed: judged against bicubic and the warm start
     # the first ablation's warm start had ICNR on (a pixel-shuffle initialiser: nearest has nothing to start)
     icnr = args.upsample_filter == "none" and args.upsample == "pixel_shuffle" and not args.no_icnr
-    for k, v in {**WARM, "upsample_filter": args.upsample_filter, "upsample": args.upsample, "icnr_init": icnr}.items():
+    arch = {"upsample_filter": args.upsample_filter, "upsample": args.upsample, "icnr_init": icnr,
+            "tail_init": args.tail_init}
+    for k, v in {**WARM, **arch}.items():
         setattr(cfg.train, k, v)
     cfg.train.cpus_per_worker = args.cpus
     return cfg
@@ -96,7 +98,7 @@ def _means(result: dict) -> dict:
 def _arch(args) -> str:
     """The run ids' architecture tag; none for the first ablation's (ICNR on, no filter)."""
     return ("" if args.upsample_filter == "none" else f"-{args.upsample_filter}") + ("-icnr0" if args.no_icnr else "") \
-        + ("" if args.upsample == "pixel_shuffle" else f"-{args.upsample}")
+        + ("" if args.upsample == "pixel_shuffle" else f"-{args.upsample}") + ("-tail0" if args.tail_init == "zeros" else "")
 
 
 def _warm_id(args, cfg) -> str:
@@ -176,6 +178,8 @@ def main(argv=None):
                    help="the generator's upsample_filter, warm start and GAN rows alike")
     p.add_argument("--upsample", default="pixel_shuffle", choices=("pixel_shuffle", "nearest"),
                    help="the generator's upsample (nearest: ESRGAN's nearest + conv), warm start and GAN rows alike")
+    p.add_argument("--tail-init", default="glorot_uniform", choices=("glorot_uniform", "zeros"),
+                   help="the generator's last conv's initialiser (zeros: the warm start starts at bicubic)")
     p.add_argument("--no-icnr", action="store_true", help="with --upsample-filter none: Glorot sub-pixel convs "
                    "(ICNR is on for that filter by default, as the first ablation ran)")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
@@ -187,7 +191,8 @@ def main(argv=None):
     cfg = _config(args)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, flags {speed_flags()}", "what": args.what,
               "dataset_id": cfg.dataset_id, "warm_start_steps": args.steps,
-              "upsample_filter": args.upsample_filter, "upsample": args.upsample, "icnr_init": cfg.train.icnr_init}
+              "upsample_filter": args.upsample_filter, "upsample": args.upsample, "icnr_init": cfg.train.icnr_init,
+              "tail_init": args.tail_init}
     if args.what == "warmstart":
         report["warm_start"] = warmstart(args, cfg)
     else:

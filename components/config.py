@@ -98,6 +98,9 @@ class TrainConfig:
     upsample: str = field(default="pixel_shuffle", metadata={"choices": ("pixel_shuffle", "nearest")})
     #   nearest: ESRGAN's nearest-neighbour x2 + conv instead of the seed's sub-pixel conv (models.build_generator);
     #   part of the architecture like upsample_filter
+    tail_init: str = field(default="glorot_uniform", metadata={"choices": ("glorot_uniform", "zeros")})
+    #   the generator's last conv; zeros: a residual generator starts exactly at bicubic (Glorot starts it at
+    #   bicubic + a large random residual, which on soft photos the first steps remove by killing the PReLUs)
     pretrain_learning_rate: float = 1e-4
     g_learning_rate: float = 1e-4
     lr_decay: str = "constant"        # constant | cosine (generator lr decays to 1% over each phase)
@@ -253,12 +256,33 @@ class ServeConfig:
     #   (e.g. clean-trained), 1 the pushed run's; none: the version's SavedModel (its default_strength)
     # the service (jobs/serve.py, components/serving) and `jobs/pull_model.py --watch`
     poll_seconds: float = 10.0        # how often LATEST is checked
+    keep_local_versions: int = field(default=2, metadata={"within": (1, 1_000_000)})  # versions kept on local disk:
+    #   each node's serving cache ($SRGAN_CACHE_DIR/serve/) and the --watch folder (the one served, loading or
+    #   LATEST is never removed); the registry's own retention is retention.keep_versions
     host: str = "127.0.0.1"           # jobs/serve.py: HTTP address (a local Ray only; a cluster keeps its own)
     port: int = 8000
     num_replicas: int = 1             # Ray Serve replicas; each follows LATEST on its own
     max_ongoing_requests: int = 8     # per replica; more wait in Ray Serve's queue
     max_input_pixels: int = 1048576   # width x height of an input image (1024x1024 -> 4096x4096 out); 413 above
     max_body_bytes: int = 33554432    # request body (32 MiB); 413 above
+
+
+@dataclass
+class RetentionConfig:
+    """What `jobs/gc.py` (components/gc.py) keeps under the artifact root; everything else there may go."""
+    keep_versions: int = field(default=5, metadata={"within": (1, 1_000_000)})  # newest committed versions per model
+    #   (besides LATEST and every version a serving replica holds a fresh lease on)
+    keep_runs: int = field(default=10, metadata={"within": (0, 1_000_000)})     # newest runs, besides those a kept
+    #   version's lineage names and those still running
+    keep_datasets: int = field(default=5, metadata={"within": (0, 1_000_000)})  # newest datasets, besides those a kept
+    #   version or kept run names
+    grace_minutes: float = field(default=60.0, metadata={"within": (0.0, 1e6)})  # nothing claimed or written this
+    #   recently is touched (a push, preprocess or gc at work); also how long a half-pushed version waits
+    lease_minutes: float = field(default=60.0, metadata={"within": (15.0, 1e6)})  # a serving replica's lease on the
+    #   version it holds (renewed every 5 min) protects that version this long after its last renewal
+    stale_run_hours: float = field(default=24.0, metadata={"within": (0.0, 1e6)})  # a run whose run.json says
+    #   running and that wrote nothing for this long is taken as killed (no longer protected as running)
+    run_after_pipeline: bool = False  # jobs/pipeline.py runs gc (--apply) as its last step
 
 
 @dataclass
@@ -280,6 +304,7 @@ class Config:
     push: PushConfig = field(default_factory=PushConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 def _sections(cls) -> list[tuple[Optional[str], type]]:

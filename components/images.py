@@ -1,15 +1,17 @@
-"""Decoding any image file into 8-bit RGB, the training crop, and the patch grid.
+"""Decoding any image file into 8-bit RGB, the training crop, and the patch grid; what an upscaled file keeps
+of its input (ICC profile, EXIF) and the encoding that writes it.
 
 Bad input raises `ImageRejected` with a machine-readable reason; callers quarantine it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 # Reasons a file cannot become a training crop (the `reason` of a quarantine record).
 EMPTY_FILE = "empty_file"
@@ -45,20 +47,17 @@ GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-def decode(data: bytes) -> tuple[np.ndarray, np.ndarray | None, bool]:
-    """Any Pillow-readable image, opened once -> (rgb uint8 [H, W, 3], alpha uint8 [H, W] or None,
-    was_grayscale).
-
-    Grayscale, CMYK, palette and 16-bit images are converted (16-bit scaled, not clipped); EXIF
-    orientation is applied; GIFs and other animations give their first frame.
-    """
+def _open(data: bytes) -> tuple[Image.Image, list[str]]:
+    """(the image, opened and loaded once; what Pillow warned of meanwhile), or ImageRejected naming why not.
+    Pillow's warnings here concern metadata (e.g. a truncated EXIF block read at open): callers that carry
+    metadata report them, none prints them."""
     if not data:
         raise ImageRejected(EMPTY_FILE, "the file has 0 bytes")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            fmt = img.format
             img.load()
     except Image.UnidentifiedImageError:
         raise ImageRejected(NOT_AN_IMAGE, f"no image format recognised ({len(data)} bytes, "
@@ -67,8 +66,16 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray | None, bool]:
         raise ImageRejected(TOO_LARGE, str(exc)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(CORRUPT, f"{type(exc).__name__}: {exc}") from None
+    return img, [" ".join(str(w.message).split()) for w in caught]
+
+
+def _arrays(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """An opened image -> what `decode` returns. The only place orientation is applied to pixels."""
+    fmt = img.format
     try:
-        img = ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a damaged EXIF block: `read_metadata` reports it
+            img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block is no reason to lose the pixels
         pass
     mode = img.mode
@@ -82,6 +89,137 @@ def decode(data: bytes) -> tuple[np.ndarray, np.ndarray | None, bool]:
         return np.asarray(img.convert("RGB"), dtype=np.uint8).copy(), None, gray
     except (OSError, ValueError) as exc:
         raise ImageRejected(CORRUPT, f"cannot convert {fmt} mode {mode} to RGB: {exc}") from None
+
+
+def decode(data: bytes) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Any Pillow-readable image, opened once -> (rgb uint8 [H, W, 3], alpha uint8 [H, W] or None,
+    was_grayscale).
+
+    Grayscale, CMYK, palette and 16-bit images are converted (16-bit scaled, not clipped); EXIF
+    orientation is applied; GIFs and other animations give their first frame.
+    """
+    return _arrays(_open(data)[0])
+
+
+def decode_with_metadata(data: bytes) -> tuple[tuple[np.ndarray, np.ndarray | None, bool], Metadata]:
+    """(`decode`'s result, `read_metadata`'s), the file opened once."""
+    img, warned = _open(data)
+    metadata = read_metadata(img)  # first: it reads the EXIF (Pillow caches it) with its warnings caught
+    if warned:
+        metadata = dataclasses.replace(metadata, dropped=(f"Pillow warned while reading it ({warned[0]}): "
+                                                          "kept what could be read", *metadata.dropped))
+    return _arrays(img), metadata
+
+
+# ----------------------------------------------------------------------------- metadata an output keeps
+
+# EXIF tags a TIFF input's getexif() lists that describe that file's own pixel layout (meaningless, or wrong,
+# in another file), its ICC profile (carried on its own) and its XMP (not carried: it may hold an orientation
+# of its own, which would then be applied twice)
+_LAYOUT_TAGS = {ExifTags.Base[name] for name in (
+    "NewSubfileType", "SubfileType", "BitsPerSample", "Compression", "PhotometricInterpretation",
+    "FillOrder", "StripOffsets", "SamplesPerPixel", "RowsPerStrip", "StripByteCounts", "PlanarConfiguration",
+    "Predictor", "ColorMap", "TileWidth", "TileLength", "TileOffsets", "TileByteCounts", "SubIFDs",
+    "ExtraSamples", "SampleFormat", "JPEGTables", "JpegIFOffset", "JpegIFByteCount",
+    "InterColorProfile", "XMLPacket")}
+# The EXIF standard's limit (one JPEG APP1 segment); Pillow refuses a longer block for a JPEG
+MAX_EXIF_BYTES = 65533
+# ICC device classes a profile embedded in an image may have (not device links, abstract or named colours)
+_IMAGE_PROFILE_CLASSES = (b"scnr", b"mntr", b"prtr", b"spac")
+# Pillow writers that store an ICC profile and EXIF (its BMP writer stores neither)
+KEEPS_METADATA = ("PNG", "JPEG", "WEBP", "TIFF")
+ENCODE_OPTIONS = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+    """What an upscaled file keeps of its input: the ICC profile's bytes and the EXIF block (serialized; its
+    orientation is the one `decode` applied to the pixels). `dropped`: what could not be kept, and why."""
+
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    dropped: tuple[str, ...] = ()
+
+
+def _icc_problem(icc: bytes, space: bytes) -> str | None:
+    """Why `icc` cannot tag pixels of colour space `space` (b"RGB " or b"GRAY"), or None."""
+    if len(icc) < 132 or icc[36:40] != b"acsp" or int.from_bytes(icc[:4], "big") > len(icc):
+        return f"not a valid ICC profile ({len(icc)} bytes)"
+    if icc[12:16] not in _IMAGE_PROFILE_CLASSES:
+        return f"a {icc[12:16].decode('latin-1')!r} profile is no image's profile"
+    if icc[16:20] != space:
+        # e.g. a CMYK JPEG's profile: `decode` made RGB of it, which that profile does not describe
+        return (f"its colour space is {icc[16:20].decode('latin-1').strip()}, the pixels written are "
+                f"{'grayscale' if space == b'GRAY' else 'RGB'}")
+    try:
+        from PIL import ImageCms
+    except ImportError:  # Pillow without LittleCMS: the header checks above are all there is
+        return None
+    try:
+        ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    except Exception as exc:  # noqa: BLE001 - LittleCMS's errors have no common type
+        return f"LittleCMS cannot read it ({exc})"
+    return None
+
+
+def read_metadata(img: Image.Image) -> Metadata:
+    """The ICC profile and EXIF of an opened image, as an upscaled copy of it should carry them: the profile
+    as it is if it fits the pixels `decode` makes (RGB, or gray for grayscale inputs), the EXIF with Orientation 1
+    (`decode` applies it to the pixels, once). What cannot be carried is left out and named in `dropped`."""
+    dropped = []
+    icc = img.info.get("icc_profile") or None
+    if icc is not None:
+        problem = _icc_problem(icc, b"GRAY" if img.mode in GRAY_MODES else b"RGB ")
+        if problem:
+            dropped.append(f"ICC profile left out: {problem}")
+            icc = None
+    exif = None
+    try:
+        with warnings.catch_warnings(record=True) as caught:  # e.g. "Truncated File Read": a note, not stderr
+            warnings.simplefilter("always")
+            tags = Image.Exif()
+            tags.load(img.getexif().tobytes())  # a copy: the image's own is where `decode` reads the orientation
+        dropped.extend(f"EXIF partly unreadable ({' '.join(str(w.message).split())}): kept what could be read"
+                       for w in caught[:1])
+        for tag in _LAYOUT_TAGS & set(tags):
+            del tags[tag]
+        if len(tags):
+            tags[ExifTags.Base.Orientation] = 1
+            exif = tags.tobytes()
+    except Exception as exc:  # noqa: BLE001 - a broken EXIF block (Pillow raises many kinds) costs only itself
+        dropped.append(f"EXIF left out: unreadable ({type(exc).__name__}: {exc})")
+    if exif is not None and len(exif) > MAX_EXIF_BYTES:
+        dropped.append(f"EXIF left out: {len(exif)} bytes, over the {MAX_EXIF_BYTES} the EXIF standard allows")
+        exif = None
+    return Metadata(icc, exif, tuple(dropped))
+
+
+def _exif_for(exif: bytes, size: tuple[int, int]) -> bytes:
+    """`exif` with the sizes it states (if any) set to `size` (width, height) of the file written."""
+    tags = Image.Exif()
+    tags.load(exif)
+    sizes = ((tags, ExifTags.Base.ImageWidth, ExifTags.Base.ImageLength),
+             (tags.get_ifd(ExifTags.IFD.Exif), ExifTags.Base.ExifImageWidth, ExifTags.Base.ExifImageHeight))
+    for ifd, width_tag, height_tag in sizes:
+        for tag, value in ((width_tag, size[0]), (height_tag, size[1])):
+            if tag in ifd:
+                ifd[tag] = value
+    return tags.tobytes()
+
+
+def encode(img: Image.Image, fmt: str, metadata: Metadata | None = None) -> bytes:
+    """`img` as a `fmt` file (Pillow's name: PNG, JPEG, ...), with `metadata`'s ICC profile and EXIF where the
+    format holds them. No colour is converted: the profile makes viewers read the output's values as they
+    read the input's, and the model worked on those values."""
+    options = dict(ENCODE_OPTIONS.get(fmt, {}))
+    if metadata is not None and fmt in KEEPS_METADATA:
+        if metadata.icc_profile:
+            options["icc_profile"] = metadata.icc_profile
+        if metadata.exif:
+            options["exif"] = _exif_for(metadata.exif, img.size)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
 
 
 def decode_rgb(data: bytes) -> np.ndarray:

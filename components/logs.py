@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 VERBOSE_ENV = "SRGAN_VERBOSE"
 # Our loggers: one per component, named after it. Their lines look the same in every process:
 # "HH:MM:SS <name> <LEVEL> <message>" (what tests/test_pipeline.py counts as ours).
-OURS = ("preprocess", "trainer", "evaluate", "push", "registry", "upscale", "pipeline", "storage", "serving")
+OURS = ("preprocess", "trainer", "evaluate", "push", "registry", "upscale", "pipeline", "storage", "serving", "gc")
 LINE_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 

@@ -92,7 +92,8 @@ def _prelu(name):
 
 def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
                     residual_over_bicubic: bool = False, icnr: bool = False, upsample_filter: str = "none",
-                    upsample: str = "pixel_shuffle", name: str = "generator") -> keras.Model:
+                    upsample: str = "pixel_shuffle", tail_init: str = "glorot_uniform",
+                    name: str = "generator") -> keras.Model:
     """The SRGAN/SRResNet generator; fully convolutional (any input size, output `scale`x).
 
     Reference output: 9x9 conv -> tanh. With `residual_over_bicubic` the output is instead
@@ -104,6 +105,7 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
     nearest-neighbour x2, then conv). The same FLOPs; nearest shares one kernel over the four sub-pixel positions,
     so a flat input stays flat: no sub-pixel checkerboard to learn, while the conv at the new resolution can still
     make every frequency up to its Nyquist (a blur after the shuffle cannot).
+    `tail_init`: the last conv's initialiser; "zeros" makes a residual generator start exactly at bicubic.
     """
     if upsample_filter not in ("none", "binomial"):
         raise ValueError(f"upsample_filter must be none or binomial, got {upsample_filter!r}")
@@ -132,7 +134,7 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
         x = _prelu(f"up{i}_prelu")(x)
         if upsample_filter == "binomial":  # after the PReLU: from here to the output the path is linear
             x = BinomialBlur(name=f"up{i}_blur")(x)
-    x = keras.layers.Conv2D(3, 9, padding="same", name="tail_conv")(x)
+    x = keras.layers.Conv2D(3, 9, padding="same", name="tail_conv", kernel_initializer=tail_init)(x)
     if residual_over_bicubic:
         base = BicubicUpsample(scale, name="bicubic")(inputs)
         x = keras.layers.Add(name="residual_add")([base, keras.layers.Activation("linear", dtype="float32")(x)])

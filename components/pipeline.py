@@ -50,9 +50,10 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         steps.append({"step": name, "status": status, "seconds": round(time.time() - t0, 1), **details})
         log.info("pipeline: %s %s (%.0f s)", name, status, time.time() - t0)  # details: pipeline.json
 
+    n = 5 if cfg.retention.run_after_pipeline else 4  # gc is the last step when configured
     p = cfg.preprocess
     crops = (f"patches of {p.patch_size} px" if p.crop_mode == "patches" else f"{p.crop_size} px centre crops")
-    log.info("pipeline [1/4] preprocess: %s -> HR/LR TFRecords (%s, x%d) under %s/datasets",
+    log.info("pipeline [1/%d] preprocess: %s -> HR/LR TFRecords (%s, x%d) under %s/datasets", n,
              cfg.input or "the built-in sample photos", crops,
              p.scale, cfg.artifact_root)
     t0 = time.time()
@@ -79,8 +80,8 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
     cfg.run_id = cfg.run_id or f"retrain-{cfg.dataset_id}{suffix}"
 
     t = cfg.train
-    log.info("pipeline [2/4] train: run %s: %s pretraining + %s GAN steps, batch %d, %s, %d worker(s) x %d CPU%s",
-             cfg.run_id, t.pretrain_steps if t.pretrain_steps is not None else f"{t.pretrain_epochs} epochs of",
+    log.info("pipeline [2/%d] train: run %s: %s pretraining + %s GAN steps, batch %d, %s, %d worker(s) x %d CPU%s",
+             n, cfg.run_id, t.pretrain_steps if t.pretrain_steps is not None else f"{t.pretrain_epochs} epochs of",
              t.gan_steps if t.gan_steps is not None else f"{t.gan_epochs} epochs of", t.global_batch_size,
              f"{t.train_crop_size} px crops" if t.train_crop_size else "whole records", t.num_workers,
              t.cpus_per_worker, f", from {t.warm_start}" if t.warm_start else "")
@@ -95,7 +96,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
 
     e = cfg.evaluate
     eval_folder = runs.eval_uri(cfg.artifact_root, cfg.run_id)
-    log.info("pipeline [3/4] evaluate: the eval split%s%s vs bicubic and LATEST, rule %s -> %s",
+    log.info("pipeline [3/%d] evaluate: the eval split%s%s vs bicubic and LATEST, rule %s -> %s", n,
              f", rungs {e.eval_rungs}" if e.eval_rungs else "", f", {e.eval_images}" if e.eval_images else "",
              e.bless_rule, eval_folder)
     t0 = time.time()
@@ -107,7 +108,7 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
 
     t0 = time.time()
     pushed = None
-    log.info("pipeline [4/4] push: %s", f"{cfg.push.model_name} -> {root}" if result["decision"] == runs.BLESSED
+    log.info("pipeline [4/%d] push: %s", n, f"{cfg.push.model_name} -> {root}" if result["decision"] == runs.BLESSED
              else "nothing (NOT_BLESSED)")
     if result["decision"] == runs.BLESSED:
         card = pusher.run(cfg)
@@ -115,6 +116,17 @@ def run(cfg: Config, beam_args: list[str] | None = None) -> dict:
         step("push", "skipped (already pushed)" if card.get("already_pushed") else "ran", t0, **pushed)
     else:
         step("push", "skipped (NOT_BLESSED)", t0)
+
+    if cfg.retention.run_after_pipeline:
+        from components import gc
+
+        r = cfg.retention
+        log.info("pipeline [5/5] gc: keep %d versions per model, %d runs, %d datasets (and their lineage) under %s",
+                 r.keep_versions, r.keep_runs, r.keep_datasets, cfg.artifact_root)
+        t0 = time.time()
+        done = gc.apply(gc.plan(cfg.artifact_root, r))
+        step("gc", f"deleted {len(done)} items ({gc.human_bytes(sum(i.bytes for i in done))})" if done
+             else "nothing to delete", t0, deleted=[{"uri": i.uri, "why": i.why, "bytes": i.bytes} for i in done])
 
     summary = {
         "run_id": cfg.run_id,

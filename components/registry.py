@@ -6,6 +6,8 @@ last and holds the sha256 of every other file, so a version without it is not vi
 whose files do not match it is rejected. Version numbers are claimed with an atomic create of
 `.claims/<n>` (O_EXCL locally, a conditional PUT on S3), so two pushers never get the same number.
 `LATEST` holds the highest *blessed* committed version and is written after the version.
+`.leases/<holder>.json` says which version a server (a serving replica) holds; it renews it every
+LEASE_RENEW_SECONDS, and gc (components/gc.py) never deletes a version with a fresh lease.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import json
 import logging
 import os
 import shutil
+import socket
+import time
 import uuid
 
 from components import storage
@@ -25,6 +29,8 @@ MODEL_CARD = "model.json"
 STRENGTH_BASE = "generator_strength0.keras"  # in a version with a strength pair: strength 0 (generator.keras: 1)
 LATEST = "LATEST"
 CLAIMS = ".claims"
+LEASES = ".leases"
+LEASE_RENEW_SECONDS = 300  # retention.lease_minutes (at least 15) leaves a holder several renewals to miss
 
 
 class RegistryError(UserError):
@@ -157,6 +163,33 @@ def update_latest(root: str) -> int | None:
             return best
         best = now
     return best
+
+
+# ----------------------------------------------------------------------------- leases
+
+def lease_holder() -> str:
+    """A name for one server process: its lease file's name (unique: two replicas on one host differ)."""
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def write_lease(model_uri: str, holder: str, version: int) -> str:
+    """Record that `holder` serves `version` (in the models/<name> folder; a version folder's own parent, since
+    nothing may be added to a committed version). gc takes the object's age as the lease's age."""
+    root = model_uri
+    if is_version_folder(model_uri):
+        root = storage.normalize(model_uri).rstrip("/").rsplit("/", 1)[0]
+    uri = storage.join(root, LEASES, f"{holder}.json")
+    storage.write_json(uri, {"holder": holder, "version": int(version), "time": round(time.time(), 3)})
+    return uri
+
+
+def read_lease(uri: str) -> int | None:
+    """The version a lease file names; None when it is unreadable (then it protects nothing)."""
+    try:
+        return int(storage.read_json(uri)["version"])
+    except (storage.StorageError, KeyError, TypeError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------- pulling

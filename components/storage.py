@@ -14,11 +14,15 @@ SRGAN_STORAGE_RETRIES, which child processes and Ray workers inherit), then fail
 StorageError naming the URI. Ray Train's checkpoints use pyarrow's own S3 client with the same
 budget as its retry strategy. Requests carry `srgan-pipeline/pid-<pid>` in their User-Agent, so a
 server's access log attributes them to a process.
+
+The staging cache is bounded ($SRGAN_CACHE_MAX_BYTES, least recently used out first). Entries in use are
+marked with a shared flock (hold), which eviction (remove_unless_held) never breaks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -28,13 +32,16 @@ import shutil
 import tempfile
 import time
 import uuid
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from components.errors import UserError
 
 log = logging.getLogger("storage")
 REMOTE_SCHEMES = ("s3", "gs")
 RETRIES_ENV = "SRGAN_STORAGE_RETRIES"
+CACHE_MAX_ENV = "SRGAN_CACHE_MAX_BYTES"  # the bound of the staging cache (cache_dir()/staged)
+DEFAULT_CACHE_MAX_BYTES = 10 << 30     # 10 GiB
+EVICTING = ".evicting-"                # what remove_unless_held is deleting: always safe to remove
 DEFAULT_RETRIES = 6                    # waits 0.5+1+2+4+8+8 s: rides out a ~20 s outage
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds
 
@@ -135,7 +142,7 @@ def set_fault_hook(hook: Callable[[str, dict], None] | None):
     """Tests: call hook(name, info) at named points of multi-object operations; returns the previous hook.
 
     Points: 'publish.uploaded' (index = objects uploaded so far), 'download.fetched' (index),
-    'write' (before a single-object write).
+    'write' (before a single-object write), 'gc.deleted' (index = objects components.gc has deleted so far).
     """
     global _fault_hook
     previous, _fault_hook = _fault_hook, hook
@@ -323,6 +330,25 @@ def list_files_info(uri: str, recursive: bool = True) -> dict[str, dict]:
     return {_to_uri(scheme, p): i for p, i in found.items()}
 
 
+def modified_time(info: dict) -> float | None:
+    """When an object was last written (epoch seconds), from its listing entry: the local mtime, or the object
+    store's LastModified (the server's clock). None when the entry does not say."""
+    import datetime
+
+    for key in ("mtime", "LastModified", "updated"):
+        value = info.get(key)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                value = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime.datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)).timestamp()
+    return None
+
+
 def list_dirs(uri: str) -> list[str]:
     """Names of the folders directly inside a folder URI (sorted); [] when it does not exist."""
     scheme, fs, path = _fs_path(uri)
@@ -463,6 +489,45 @@ def delete(uri: str, recursive: bool = False) -> None:
     _call(uri, "delete", rm)
 
 
+def delete_files(uris: list[str]) -> None:
+    """Delete these files (of one scheme; ones already gone are fine): one bulk request per 1000 on object
+    stores, so a big folder costs a few requests rather than one per object. Empty local folders stay."""
+    if not uris:
+        return
+    scheme, fs, _ = _fs_path(uris[0])
+    paths = [_fs_path(u)[2] for u in uris]
+    if scheme == "local":
+        def remove(p):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(p)
+        for uri, path in zip(uris, paths):
+            _call(uri, "delete", remove, path)
+        return
+    _call(uris[0], "delete", fs.rm, paths)
+
+
+def prune_empty_dirs(uri: str) -> None:
+    """Remove the empty folders at and below a folder (after its files were deleted). SeaweedFS keeps a folder
+    entry when its last object goes (a listing would show it for ever): a DELETE of "<folder>/" removes it when
+    empty and does nothing otherwise, as on AWS S3, where no such key exists."""
+    scheme, fs, path = _fs_path(uri)
+    if scheme == "local":
+        for base, _dirs, _files in os.walk(path, topdown=False):
+            with contextlib.suppress(OSError):  # not empty (a file written meanwhile stays) or already gone
+                os.rmdir(base)
+    elif scheme == "s3":
+        bucket = path.partition("/")[0]
+
+        def below(p: str) -> list[str]:  # folders first-deepest; a flat (recursive) listing shows no empty ones
+            try:
+                entries = fs.ls(p, detail=True)
+            except FileNotFoundError:
+                return []
+            return [d for i in entries if i["type"] == "directory" for d in below(i["name"]) + [i["name"]]]
+        for d in _call(uri, "list", below, path) + [path]:
+            _call(uri, "delete", fs.call_s3, "delete_object", Bucket=bucket, Key=d.partition("/")[2].rstrip("/") + "/")
+
+
 def download_file(uri: str, local_file: str) -> None:
     """Copy one file at `uri` to a local path (parents created)."""
     scheme, fs, path = _fs_path(uri)
@@ -543,10 +608,91 @@ def publish_dir(local_dir: str, uri: str, commit_marker: str, move: bool = False
         fault_point("publish.uploaded", uri=uri, index=done, total=len(rels))
 
 
+# ----------------------------------------------------------------------------- cache entries in use
+
+def hold(entry: str) -> int:
+    """Mark the cache entry `entry` (a path) as in use by this process until release(fd) or the process ends:
+    a shared flock on `<entry>.lock`, which remove_unless_held respects. Waits only while an evictor is
+    removing the entry; the entry may not exist (yet, or any more) when this returns: look after taking it."""
+    lock = entry + ".lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        if _same_file(fd, lock):
+            return fd
+        os.close(fd)  # an evictor unlinked the lock file while we waited: take the new one
+
+
+def release(fd: int) -> None:
+    os.close(fd)  # drops the flock
+
+
+def remove_unless_held(entry: str, belongings: Iterable[str] = ()) -> bool:
+    """Delete the cache entry `entry` and `belongings` (other paths of it) unless a process holds it
+    (hold()); True when removed. Both are renamed aside under the exclusive lock, so a reader that takes
+    the lock next finds the entry whole or absent, never half deleted."""
+    lock = entry + ".lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except FileNotFoundError:  # its folder is gone
+        return False
+    doomed = []
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # in use
+        if not _same_file(fd, lock):
+            return False  # another evictor removed it meanwhile
+        for path in [entry, *belongings]:
+            aside = os.path.join(os.path.dirname(path), f"{EVICTING}{uuid.uuid4().hex[:8]}")
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, aside)
+                doomed.append(aside)
+        os.unlink(lock)
+    finally:
+        os.close(fd)
+    for path in doomed:
+        remove_path(path)
+    return True
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def remove_path(path: str) -> None:
+    """Delete a file or a folder tree; nothing when it is gone."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
 # ----------------------------------------------------------------------------- staging for TensorFlow
 
 def cache_dir() -> str:
     return os.environ.get("SRGAN_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "srgan-pipeline")
+
+
+def cache_max_bytes() -> int:
+    """The staging cache's bound ($SRGAN_CACHE_MAX_BYTES, else 10 GiB)."""
+    value = os.environ.get(CACHE_MAX_ENV, "")
+    try:
+        return max(0, int(value)) if value.strip() else DEFAULT_CACHE_MAX_BYTES
+    except ValueError:
+        raise StorageError(f"{CACHE_MAX_ENV}={value!r}: expected a whole number of bytes") from None
+
+
+_STAGED_HELD: dict[str, int] = {}  # staged entries this process has used: held until it exits (TensorFlow
+#                                    reads them lazily, e.g. a dataset's shards every epoch)
 
 
 def stage_in(uri: str, pattern: str | None = None) -> str:
@@ -558,6 +704,8 @@ def stage_in(uri: str, pattern: str | None = None) -> str:
     `uri`) stages only the files of a folder that will be read.
     Kept by hand rather than fsspec's filecache: that one keys by path (a rewritten object with the same
     name is served stale) and hands out single files, while TensorFlow needs whole folders under their names.
+    The cache is bounded (evict_staged): an entry stays held by the process that staged or used it until
+    that process ends, so it is never deleted under a reader.
     """
     if is_local(uri):
         path = local_path(uri)
@@ -579,8 +727,17 @@ def stage_in(uri: str, pattern: str | None = None) -> str:
             files.append((p, rel, tag, info.get("size")))
     key = hashlib.sha256(json.dumps([(rel, tag, size) for _p, rel, tag, size in files]).encode()).hexdigest()[:24]
     name = basename(uri)
-    target = os.path.join(cache_dir(), "staged", key, name)
-    if os.path.exists(os.path.join(cache_dir(), "staged", key, ".complete")):
+    entry = os.path.join(cache_dir(), "staged", key)
+    target = os.path.join(entry, name)
+    held = _STAGED_HELD.get(entry)
+    if held is None or not _same_file(held, entry + ".lock"):  # not yet, or the cache was deleted under us
+        if held is not None:
+            release(held)
+        _STAGED_HELD[entry] = hold(entry)
+    marker = os.path.join(entry, ".complete")
+    if os.path.exists(marker):
+        with contextlib.suppress(OSError):
+            os.utime(marker)  # its last use: what the least-recently-used eviction orders by
         return target
     tmp = tempfile.mkdtemp(prefix=".staging-", dir=_ensure(os.path.join(cache_dir(), "staged")))
     try:
@@ -593,12 +750,56 @@ def stage_in(uri: str, pattern: str | None = None) -> str:
         with open(os.path.join(tmp, ".complete"), "w") as fh:
             fh.write(uri)
         try:
-            os.replace(tmp, os.path.dirname(target))
+            os.replace(tmp, entry)
         except OSError:  # another process staged the same content first
             pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    evict_staged(keep=entry)
     return target
+
+
+def evict_staged(keep: str) -> list[str]:
+    """Delete the least recently used entries of the staging cache until it holds at most
+    cache_max_bytes(); never `keep` (the entry just fetched) nor an entry a process holds. Returns the
+    entries removed; warns when what is in use alone exceeds the bound."""
+    root = os.path.join(cache_dir(), "staged")
+    entries = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith(EVICTING):
+            remove_path(path)  # left by an evictor that was killed mid-way
+        elif not name.startswith(".") and os.path.isdir(path):  # not .staging-* (downloads in progress), *.lock
+            entries.append((_last_used(path), path, _tree_bytes(path)))
+    bound = cache_max_bytes()
+    total = sum(size for _t, _p, size in entries)
+    removed = []
+    for _used, path, size in sorted(entries):
+        if total <= bound:
+            break
+        if path != keep and remove_unless_held(path):
+            total -= size
+            removed.append(path)
+    if total > bound:
+        log.warning("the staging cache %s holds %d bytes, over %s=%d: the rest is in use", root, total,
+                    CACHE_MAX_ENV, bound)
+    return removed
+
+
+def _last_used(entry: str) -> float:
+    for path in (os.path.join(entry, ".complete"), entry):
+        with contextlib.suppress(OSError):
+            return os.stat(path).st_mtime
+    return 0.0
+
+
+def _tree_bytes(path: str) -> int:
+    total = 0
+    for base, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(base, name)).st_size
+    return total
 
 
 def mkdtemp_public(prefix: str, parent: str) -> str:

@@ -1,4 +1,5 @@
-"""Using a trained generator: load it from any model URI, upscale arrays (tiled) and image files.
+"""Using a trained generator: load it from any model URI, upscale arrays (tiled) and image files (which keep
+their input's ICC profile and EXIF).
 
 Shared by the evaluator (candidate and baseline models), the upscale command and the benchmarks.
 A model is anything `load()` accepts: an exported version folder (its SavedModel is used: what users
@@ -8,7 +9,6 @@ one (a run folder). Every model is driven the same way: uint8 [b, h, w, 3] -> ui
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
@@ -178,9 +178,10 @@ def tile_count(height: int, width: int, tile: int) -> int:
 
 # ----------------------------------------------------------------------------- files
 
-def upscale_decoded(model: Upscaler, decoded: tuple, out_format: str, tile: int, overlap: int) -> bytes:
+def upscale_decoded(model: Upscaler, decoded: tuple, out_format: str, tile: int, overlap: int,
+                    metadata: images.Metadata | None = None) -> bytes:
     """An `images.decode` result in, one encoded image (4x) out; alpha upscaled separately (bicubic),
-    grayscale stays grayscale."""
+    grayscale stays grayscale; `metadata` (`images.decode_with_metadata`'s) is written into it."""
     from PIL import Image
 
     rgb, alpha, gray = decoded
@@ -192,9 +193,7 @@ def upscale_decoded(model: Upscaler, decoded: tuple, out_format: str, tile: int,
     if alpha is not None:
         a = Image.fromarray(alpha, "L").resize(img.size, Image.Resampling.BICUBIC)
         img = Image.merge("LA" if gray else "RGBA", [*img.split(), a])
-    buf = io.BytesIO()
-    img.save(buf, format=out_format, **({"quality": 95} if out_format in ("JPEG", "WEBP") else {}))
-    return buf.getvalue()
+    return images.encode(img, out_format, metadata)
 
 
 def output_name(rel: str, has_alpha: bool) -> tuple[str, str]:
@@ -235,7 +234,8 @@ def upscale_files(model: Upscaler, inputs: list[str], output: str, tile: int = 1
                   extensions=images.READABLE_EXTENSIONS,
                   force: bool = False) -> list[dict]:
     """Upscale every image in `inputs` into the folder `output`. Unreadable files are reported and
-    skipped (never a traceback); existing outputs are kept unless `force`. Returns one row per input."""
+    skipped (never a traceback); existing outputs are kept unless `force`. Each output keeps its input's ICC
+    profile and EXIF (`images.read_metadata`). Returns one row per input."""
     from tqdm import tqdm
 
     plan = plan_files(inputs, output, extensions)
@@ -245,14 +245,16 @@ def upscale_files(model: Upscaler, inputs: list[str], output: str, tile: int = 1
         for src, rel in plan:
             row = {"input": src}
             try:
-                decoded = images.decode(storage.read_bytes(src))
+                decoded, metadata = images.decode_with_metadata(storage.read_bytes(src))
                 out_rel, fmt = output_name(rel, decoded[1] is not None)
                 dest = storage.join(output, out_rel)
                 row["output"] = dest
                 if storage.exists(dest) and not force:
                     row["status"] = "exists (kept; --force replaces it)"
                 else:
-                    storage.write_bytes(dest, upscale_decoded(model, decoded, fmt, tile, overlap))
+                    if metadata.dropped:  # the pixels are fine; say once what the file could not keep
+                        log.warning("%s: %s", src, "; ".join(metadata.dropped))
+                    storage.write_bytes(dest, upscale_decoded(model, decoded, fmt, tile, overlap, metadata))
                     row["status"] = "ok"
             except images.ImageRejected as exc:
                 row["status"] = f"skipped: {exc.reason}: {exc.details}"

@@ -17,7 +17,7 @@ from components import cli, config
 KEYS = (["artifact_root", "input", "force", "run_id"]
         + [f.name for section in (config.PreprocessConfig, config.TrainConfig, config.EvaluateConfig,
                                   config.PushConfig, config.PipelineConfig, config.RealisticDegradation,
-                                  config.MixedDegradation)
+                                  config.MixedDegradation, config.RetentionConfig)
            for f in dataclasses.fields(section)])
 
 

@@ -11,7 +11,9 @@ and after verifying, loads it with R and upscales one probe tile (onnxruntime/li
 
 --watch keeps DIR in TF Serving's layout (DIR/<version>/) in step with LATEST, checking every
 --poll-seconds, until SIGTERM/SIGINT: each new version is pulled and verified beside its final name and
-renamed into place in one step; a version that fails verification is left out (and logged).
+renamed into place in one step; a version that fails verification is left out (and logged). DIR keeps the
+--keep-local-versions highest versions (default 2; never the one LATEST names): give TF Serving the same
+number (model_version_policy { latest { num_versions: K } }, README "Serving").
 """
 
 import os
@@ -19,7 +21,7 @@ import sys
 
 from components import cli, config
 
-KEYS = ["model_uri", "version", "output", "force", "poll_seconds", "runtime"]
+KEYS = ["model_uri", "version", "output", "force", "poll_seconds", "runtime", "keep_local_versions"]
 
 
 def build_parser():
@@ -40,7 +42,8 @@ def main(argv=None):
         if args.runtime not in (None, "tensorflow"):
             raise config.ConfigError("--watch keeps a TF Serving folder (SavedModels): --runtime does not apply")
         from components.serving import follower
-        follower.watch_folder(cfg.model_uri, cfg.output, cfg.serve.poll_seconds)
+        follower.watch_folder(cfg.model_uri, cfg.output, cfg.serve.poll_seconds,
+                              keep_versions=cfg.serve.keep_local_versions)
         return None
 
     from components import registry

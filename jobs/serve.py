@@ -17,7 +17,7 @@ import threading
 from components import cli, config
 
 KEYS = ["model_uri", "version", "host", "port", "num_replicas", "max_ongoing_requests", "max_input_pixels",
-        "max_body_bytes", "poll_seconds", "tile_size", "tile_overlap", "strength", "runtime"]
+        "max_body_bytes", "poll_seconds", "tile_size", "tile_overlap", "strength", "runtime", "keep_local_versions"]
 log = logging.getLogger("serving")
 
 

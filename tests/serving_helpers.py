@@ -46,3 +46,20 @@ def push_version(root: str, seed: int, blessed: bool = True, tamper: str | None 
     if blessed:
         registry.update_latest(root)
     return version
+
+
+def copy_version(root: str, source: int) -> int:
+    """Commit version `source`'s files again as the next version of `root` (its card says the new number) and
+    move LATEST: a new version without an export's cost, for tests that switch many times."""
+    version = registry.claim_version(root, {"run_id": f"copy-of-{source}"})
+    staging = tempfile.mkdtemp(prefix="copy-test-")
+    try:
+        local = os.path.join(staging, "version")
+        storage.download_dir(registry.version_uri(root, source), local)
+        card = storage.read_json(os.path.join(local, registry.MODEL_CARD))
+        storage.write_json(os.path.join(local, registry.MODEL_CARD), {**card, "version": version})
+        registry.commit_version(local, root, version)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    registry.update_latest(root)
+    return version

@@ -88,17 +88,21 @@ def test_each_runtime_upscales_a_pulled_png_to_the_saved_models_pixels(pushed, p
 
 
 def test_onnxruntime_upscales_without_importing_tensorflow(pushed, photo_png, tmp_path):
-    """The job's main() in a fresh interpreter; at its end sys.modules must hold no tensorflow nor keras."""
+    """The job's main() in a fresh interpreter, on a pulled version (the issue's goal); at its end sys.modules
+    must hold no tensorflow nor keras."""
     _root, model_root, _card = pushed
+    pulled = str(tmp_path / "pulled")
+    registry.pull(model_root, pulled)
+    out = str(tmp_path / "out")
     code = ("import sys; from srgan_jobs import upscale; "
-            f"rc = upscale.main(['--model-uri', {model_root!r}, {photo_png!r}, '--output', {str(tmp_path)!r}, "
+            f"rc = upscale.main(['--model-uri', {pulled!r}, {photo_png!r}, '--output', {out!r}, "
             "'--runtime', 'onnxruntime']); "
             "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras'}); "
             "print('LOADED', loaded); sys.exit(1 if loaded or rc else 0)")
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "LOADED []" in p.stdout
-    assert Image.open(tmp_path / "astronaut.png").size == (360, 280)
+    assert Image.open(os.path.join(out, "astronaut.png")).size == (360, 280)
 
 
 def test_a_tampered_onnx_is_refused_on_pull(pushed, tmp_path):

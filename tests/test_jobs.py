@@ -26,6 +26,7 @@ from tests.conftest import run_cli
     ("pipeline", ["--input", "/nonexistent/images"], "no such file, folder or matching files"),
     ("preprocess", ["--eval-count", "two"], "invalid int value"),
     ("train", ["--config", "/nonexistent/config.yaml"], "/nonexistent/config.yaml"),
+    ("gc", ["--keep-versions", "0"], "'keep_versions' must lie within"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, capsys, job, args, message):
     os.chdir(tmp_path)
@@ -38,7 +39,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, job, args, message):
 
 def test_console_scripts_are_installed():
     bin_dir = os.path.dirname(sys.executable)
-    for name in ("preprocess", "train", "evaluate", "push", "pipeline", "pull-model", "upscale", "serve"):
+    for name in ("preprocess", "train", "evaluate", "push", "pipeline", "pull-model", "upscale", "serve", "gc"):
         assert shutil.which(f"srgan-{name}", path=bin_dir), f"srgan-{name} is not installed next to {sys.executable}"
     out = subprocess.run([os.path.join(bin_dir, "srgan-train"), "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "--dataset-id" in out.stdout and "--verbose" in out.stdout, out.stderr[-2000:]

@@ -42,7 +42,7 @@ def test_every_overlay_builds_and_validates(built, crds):
     assert _kinds(built["k8s/overlays/raycronjob"]) == ["ConfigMap", "Job", "RayCluster", "RayCronJob", "RayJob",
                                                        "RayService"]
     assert _kinds(built["k8s/overlays/tf-serving"]) == [
-        "ConfigMap", "ConfigMap", "CronJob", "Deployment", "Job", "RayCluster", "RayJob", "Role", "RoleBinding",
+        "ConfigMap", "ConfigMap", "ConfigMap", "CronJob", "Deployment", "Job", "RayCluster", "RayJob", "Role", "RoleBinding",
         "Service", "ServiceAccount"]
     assert {"Deployment", "Service"} <= set(_kinds(built["k8s/overlays/local"]))
     # the preprocess Job submits to a Flink session cluster whose TaskManagers carry a Beam worker pool
@@ -60,7 +60,7 @@ def test_the_script_runs_clean(crds):
     out = subprocess.run([sys.executable, os.path.join(REPO, "k8s", "validate.py"), "--crd-dir",
                           shared_data("k8s", "kuberay-v1.7.0")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "63 objects in 6 kustomizations: valid" in out.stdout
+    assert "64 objects in 6 kustomizations: valid" in out.stdout
 
 
 def _one(docs, kind):
@@ -204,10 +204,18 @@ def test_what_the_serving_manifests_promise(built):
     assert worker["containers"][0]["image"] == "registry.example.com/ml/srgan-pipeline:0.1.0"
     tfs = _one(built["k8s/overlays/tf-serving"], "Deployment")["spec"]["template"]["spec"]
     server, sidecar = tfs["containers"]
-    assert "--model_base_path=/models/srgan-x4" in server["args"] and server["image"] == "tensorflow/serving:2.19.1"
+    assert "--model_config_file=/etc/tf-serving/models.config" in server["args"]
+    assert server["image"] == "tensorflow/serving:2.19.1"
     assert sidecar["command"][:3] == ["python", "jobs/pull_model.py", "--watch"]
     assert sidecar["command"][sidecar["command"].index("--output") + 1] == "/models/srgan-x4"
-    assert {m["name"] for m in server["volumeMounts"]} == {m["name"] for m in sidecar["volumeMounts"]} == {"models"}
+    assert {m["name"] for m in sidecar["volumeMounts"]} == {"models"}
+    assert {m["name"] for m in server["volumeMounts"]} == {"models", "model-config"}
+    # TF Serving's version policy keeps as many versions as the sidecar leaves in the folder it reads
+    models = next(d for d in built["k8s/overlays/tf-serving"] if d["metadata"]["name"] == "srgan-tf-serving-models")
+    policy = models["data"]["models.config"]
+    assert 'base_path: "/models/srgan-x4"' in policy and 'name: "srgan-x4"' in policy
+    keep = sidecar["command"][sidecar["command"].index("--keep-local-versions") + 1]
+    assert f"model_version_policy {{ latest {{ num_versions: {keep} }} }}" in policy
 
 
 def _broken_in(built, overlay, kind, mutate):

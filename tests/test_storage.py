@@ -158,3 +158,59 @@ def test_missing_objects_are_not_retried(s3_server, monkeypatch, caplog):
         with pytest.raises(storage.StorageError, match="missing.json: not found"):
             storage.read_bytes(uri)
     assert not caplog.records  # every retry logs a warning naming the URI: none means no retry
+
+
+def test_staging_cache_evicts_least_recently_used_never_in_use(s3_server, tmp_path):
+    """SRGAN_CACHE_MAX_BYTES bounds $SRGAN_CACHE_DIR/staged: each stage_in runs in a process of its own (as jobs
+    do), and the one that downloads evicts least recently used entries until the cache fits, never the entry it
+    just fetched nor one another process (alive, holding it) uses."""
+    import subprocess
+    import sys
+
+    root = s3_server.make_bucket("lru") + "/objects"
+    for name in "abcde":
+        storage.write_bytes(f"{root}/{name}.bin", name.encode() * 1000)  # an entry: 1000 bytes + its marker
+    staged = tmp_path / "cache" / "staged"
+    env = {**os.environ, "SRGAN_CACHE_DIR": str(tmp_path / "cache")}
+    script = ("import sys; from components import storage; print(storage.stage_in(sys.argv[1]), flush=True); "
+              "sys.argv[2:] and sys.stdin.read()")
+
+    def stage(name, bound=2500, hold=False):
+        """stage_in in another process; with hold, that process keeps using the entry until its stdin closes."""
+        cmd = [sys.executable, "-c", script, f"{root}/{name}.bin"] + (["hold"] if hold else [])
+        proc = subprocess.Popen(cmd, env={**env, storage.CACHE_MAX_ENV: str(bound)}, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        path = proc.stdout.readline().strip()
+        assert os.path.isfile(path), proc.communicate()[1][-2000:]
+        if hold:
+            return proc, path
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        return err
+
+    def cached():
+        names = sorted(n for key in os.listdir(staged) if (staged / key).is_dir()
+                       for n in os.listdir(staged / key) if n != ".complete")
+        assert [n for n in os.listdir(staged) if n.startswith(".")] == []  # no downloads or removals left behind
+        return names, sum(f.stat().st_size for f in staged.rglob("*") if f.is_file())
+
+    stage("a")
+    stage("b")
+    stage("a")  # a hit: now the most recently used
+    stage("c")
+    names, size = cached()
+    assert names == ["a.bin", "c.bin"] and size <= 2500  # b was the least recently used
+    holder, held = stage("a", hold=True)
+    try:
+        stage("c")  # now a is the least recently used, but in use
+        stage("d")
+        assert cached()[0] == ["a.bin", "d.bin"]  # c went instead
+        err = stage("e", bound=500)  # in use (a) and just fetched (e) stay even over the bound
+        assert cached()[0] == ["a.bin", "e.bin"] and "over SRGAN_CACHE_MAX_BYTES=500: the rest is in use" in err
+        assert open(held, "rb").read() == b"a" * 1000
+    finally:
+        holder.stdin.close()
+        assert holder.wait(60) == 0
+    stage("b", bound=500)
+    names, size = cached()
+    assert names == ["b.bin"] and 1000 < size < 1100  # only what was just fetched, though over the bound

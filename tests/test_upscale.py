@@ -129,3 +129,90 @@ def test_cli_never_overwrites_inputs_and_reports_bad_files(generator_file, tmp_p
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
     not_a_model = run_cli(capsys, "upscale", "--model-uri", str(src), str(src), "--output", str(tmp_path / "o3"))
     assert not_a_model.returncode == 2 and "not a model" in not_a_model.stderr
+
+
+def _file_pixels(path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img)
+
+
+def test_a_display_p3_jpeg_keeps_its_profile_and_exif_and_the_untagged_pixels(model, tmp_path):
+    """Issue 27 item 5: the ICC profile is carried byte for byte, no colour is converted (the pixels are the
+    untagged file's), and EXIF orientation is applied once, then reset to 1, sizes updated, other tags kept."""
+    from PIL import ExifTags, ImageCms
+
+    from components import images
+    from tests.image_helpers import camera_exif, display_p3_icc, jpeg
+
+    icc = display_p3_icc()
+    p3 = ImageCms.ImageCmsProfile(io.BytesIO(icc))  # a real profile, and not sRGB: P3 green is not sRGB green
+    to_srgb = ImageCms.buildTransform(p3, ImageCms.createProfile("sRGB"), "RGB", "RGB")
+    assert ImageCms.applyTransform(Image.new("RGB", (1, 1), (40, 160, 40)), to_srgb).getpixel((0, 0)) != (40, 160, 40)
+    rgb = _photo(40, 52)  # not square: an orientation applied 0 or 2 times shows in the output's size
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "plain.jpg").write_bytes(jpeg(rgb))
+    (src / "p3.jpg").write_bytes(jpeg(rgb, icc_profile=icc, exif=camera_exif(1, 52, 40)))
+    (src / "p3_rot6.jpg").write_bytes(jpeg(rgb, icc_profile=icc, exif=camera_exif(6, 52, 40)))
+    Image.fromarray(rgb).save(src / "plain.png")
+    Image.fromarray(rgb).save(src / "p3.png", icc_profile=icc, exif=camera_exif(6, 52, 40))
+    # the tags change no pixel of the input: the untagged path is the same JPEG without them
+    stored = images.decode((src / "plain.jpg").read_bytes())[0]
+    assert np.array_equal(images.decode((src / "p3.jpg").read_bytes())[0], stored)
+    rows = upscaler.upscale_files(model, [str(src)], str(out), tile=16, overlap=8)
+    assert {r["status"] for r in rows} == {"ok"}
+
+    assert "icc_profile" not in Image.open(out / "plain.jpg").info  # nothing invented for an untagged input
+    assert Image.open(out / "p3.jpg").info["icc_profile"] == icc
+    assert np.array_equal(_file_pixels(out / "p3.jpg"), _file_pixels(out / "plain.jpg"))
+
+    # orientation 6: the pixels are turned once (90 degrees clockwise), as if the untagged file had been stored turned
+    turned = np.ascontiguousarray(np.rot90(stored, k=-1))
+    want = upscaler.upscale_decoded(model, (turned, None, False), "JPEG", 16, 8)
+    rotated = Image.open(out / "p3_rot6.jpg")
+    assert rotated.size == (160, 208) and rotated.info["icc_profile"] == icc
+    assert np.array_equal(np.asarray(rotated), _file_pixels(io.BytesIO(want)))
+    exif = rotated.getexif()
+    sub = exif.get_ifd(ExifTags.IFD.Exif)
+    assert exif[ExifTags.Base.Orientation] == 1
+    assert (exif[ExifTags.Base.Make], exif[ExifTags.Base.Model]) == ("TestCam", "P3 One")
+    assert sub[ExifTags.Base.DateTimeOriginal] == "2026:01:02 03:04:05"
+    assert (sub[ExifTags.Base.ExifImageWidth], sub[ExifTags.Base.ExifImageHeight]) == (160, 208)
+
+    # PNG (orientation 6 too): the same, in its own chunks (iCCP, eXIf), and lossless
+    png = Image.open(out / "p3.png")
+    assert png.info["icc_profile"] == icc and png.getexif()[ExifTags.Base.Orientation] == 1
+    assert png.getexif().get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.ExifImageWidth] == 160
+    turned_png = np.ascontiguousarray(np.rot90(rgb, k=-1))
+    assert np.array_equal(np.asarray(png), upscaler.upscale_array(model, turned_png, 16, 8))
+
+
+def test_metadata_that_cannot_be_kept_is_left_out_with_one_warning(model, tmp_path, caplog):
+    """A broken or unfitting profile, a truncated EXIF block: the file is upscaled all the same (the untagged
+    pixels), without what it cannot keep, and one warning per file says what was left out."""
+    from tests.image_helpers import camera_exif, display_p3_icc, jpeg
+
+    icc = display_p3_icc()
+    cmyk = icc[:16] + b"CMYK" + icc[20:]  # what a CMYK JPEG carries: decode makes RGB, which it does not describe
+    rgb = _photo(20, 24)
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "plain.jpg").write_bytes(jpeg(rgb))
+    (src / "cut_icc.jpg").write_bytes(jpeg(rgb, icc_profile=icc[:300]))
+    (src / "cmyk_icc.jpg").write_bytes(jpeg(rgb, icc_profile=cmyk))
+    (src / "cut_exif.jpg").write_bytes(jpeg(rgb, icc_profile=icc, exif=camera_exif(1, 24, 20)[:60]))
+    with caplog.at_level("WARNING", logger="upscale"):
+        rows = upscaler.upscale_files(model, [str(src)], str(out), tile=16, overlap=8)
+    assert {r["status"] for r in rows} == {"ok"}
+    ours = [r.getMessage() for r in caplog.records if r.name == "upscale" and r.levelname == "WARNING"]
+    warned = {os.path.basename(m.split(":")[0]): m for m in ours}
+    assert len(ours) == len(warned) == 3 and "plain.jpg" not in warned  # one warning per file that lost something
+    assert "ICC profile left out: not a valid ICC profile (300 bytes)" in warned["cut_icc.jpg"]
+    assert "ICC profile left out: its colour space is CMYK, the pixels written are RGB" in warned["cmyk_icc.jpg"]
+    assert "Truncated File Read" in warned["cut_exif.jpg"]
+    plain = _file_pixels(out / "plain.jpg")
+    for name in ("cut_icc.jpg", "cmyk_icc.jpg", "cut_exif.jpg"):
+        assert np.array_equal(_file_pixels(out / name), plain), name
+    assert "icc_profile" not in Image.open(out / "cut_icc.jpg").info
+    assert "icc_profile" not in Image.open(out / "cmyk_icc.jpg").info
+    assert Image.open(out / "cut_exif.jpg").info["icc_profile"] == icc  # the profile is kept: only the EXIF was bad

@@ -9,7 +9,8 @@ Routes (the application owns route prefix `/`):
 Anything else is a 4xx with a JSON body {"error": reason, "detail": ...}; so is a bad image.
 
 Inference is `components.upscaler.upscale_decoded`, the same code `jobs/upscale.py` runs, so the pixels
-are the same (up to 1 gray level in rare pixels when a tile shares a batch with other requests' tiles:
+(and the ICC profile and EXIF the response carries over from the request's image) are the same (up to 1
+gray level in rare pixels when a tile shares a batch with other requests' tiles:
 the float summation order depends on its position in the batch); its model calls (chunks of equal-shape tiles) go through a `serve.batch` method, which
 joins the tiles of concurrent requests into one model call when they share a shape and a version.
 Each replica follows the registry on its own (components.serving.follower.ModelFollower, polled every
@@ -32,7 +33,7 @@ log = logging.getLogger("serving")
 APP_NAME = "srgan-upscaler"
 # The config keys a builder takes (the same names as jobs/serve.py's flags and the YAML config).
 APP_KEYS = ["model_uri", "version", "num_replicas", "max_ongoing_requests", "max_input_pixels",
-            "max_body_bytes", "poll_seconds", "tile_size", "tile_overlap", "strength", "runtime"]
+            "max_body_bytes", "poll_seconds", "tile_size", "tile_overlap", "strength", "runtime", "keep_local_versions"]
 # Tiles joined per model call across requests: at most BATCH_ITEMS chunks of up to 4 tiles
 # (upscaler.upscale_array's batch), waiting at most BATCH_WAIT_S for others to arrive.
 BATCH_ITEMS, BATCH_WAIT_S = 4, 0.005
@@ -77,7 +78,7 @@ def _json(status: int, body: dict, headers: dict | None = None):
 
 
 def _decode(data: bytes, max_pixels: int):
-    """An `images.decode` result, or a RequestError naming why not (413 when too large)."""
+    """An `images.decode_with_metadata` result, or a RequestError naming why not (413 when too large)."""
     from PIL import Image
 
     from components import images
@@ -93,7 +94,7 @@ def _decode(data: bytes, max_pixels: int):
         raise RequestError(413, images.TOO_LARGE, f"{w}x{h} = {w * h} pixels; this service takes at most "
                                                   f"{max_pixels} input pixels (max_input_pixels)")
     try:
-        return images.decode(data)
+        return images.decode_with_metadata(data)
     except images.ImageRejected as exc:
         raise RequestError(413 if exc.reason == images.TOO_LARGE else 400, exc.reason, exc.details) from None
 
@@ -117,7 +118,8 @@ def _build_deployment():
             self._model_pool = ThreadPoolExecutor(1, thread_name_prefix="model")
             self.batching = {"chunks": 0, "model_calls": 0}  # chunks of tiles in, model calls out
             self.follower = ModelFollower(opts["model_uri"], opts["version"], opts["tile_size"],
-                                          strength=opts["strength"], runtime=opts["runtime"])
+                                          strength=opts["strength"], runtime=opts["runtime"],
+                                          keep_versions=opts["keep_local_versions"])
             first = self.follower.check()
             if self.follower.current is None:
                 raise ServingError(f"no model to serve from {opts['model_uri']}: {first.get('error')}")
@@ -215,13 +217,16 @@ def _build_deployment():
             data = await self._read_body(request)
             loaded = self.follower.current  # this request's version, from start to end
             loop = asyncio.get_running_loop()
-            decoded = await loop.run_in_executor(self._request_pool, _decode, data, self.opts["max_input_pixels"])
+            decoded, metadata = await loop.run_in_executor(self._request_pool, _decode, data,
+                                                           self.opts["max_input_pixels"])
+            if metadata.dropped:  # the client's file, not the service's health: not a warning
+                log.info("request image: %s", "; ".join(metadata.dropped))
             fmt, media = FORMATS[asked]
             if decoded[1] is not None and fmt == "JPEG":  # JPEG cannot hold alpha: PNG, as jobs/upscale.py does
                 fmt, media = FORMATS["png"]
             body = await loop.run_in_executor(self._request_pool, upscaler.upscale_decoded,
                                               self._batched_model(loaded), decoded, fmt, self.opts["tile_size"],
-                                              self.opts["tile_overlap"])
+                                              self.opts["tile_overlap"], metadata)
             return Response(body, media_type=media, headers={
                 "X-Model-Version": str(loaded.version), "X-Model-Name": str(loaded.card.get("name")),
                 "X-Replica": self.replica})

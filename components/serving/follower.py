@@ -11,12 +11,16 @@ Rules a follower keeps:
 - A version that fails to pull, verify, load or warm is never served: the current one stays, the
   failure is in `state()` and the log, and that LATEST is not tried again until LATEST changes.
 - The switch is one reference assignment: a request that took the old `Loaded` finishes with it.
+- Its cache, shared by the replicas of one node, keeps at most `keep_versions` versions on disk (prune_versions:
+  room is made before a pull, the rest goes after a switch); a version a replica serves or is loading is held
+  (storage.hold) and never removed by another's pruning.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import logging
 import os
@@ -122,22 +126,68 @@ def load_and_warm(folder: str, version: int, card: dict, tile: int, strength: fl
     return Loaded(version, model, card, folder)
 
 
+def _version_of(name: str) -> int | None:
+    """The version a name in a cache or watch folder belongs to: `3`, `3.lock`, and the hidden pulls
+    `.3.<id>`, `..3.<id>.partial-<id>` (registry.pull's), `.stale.3.<id>`, `.3.partial-<id>`."""
+    parts = name.lstrip(".").split(".")
+    if parts[0] == "stale":
+        parts = parts[1:]
+    return int(parts[0]) if parts and parts[0].isdigit() else None
+
+
+def remove_version(folder: str, version: int) -> bool:
+    """Remove `version` from a cache or watch folder (its numbered folder and its hidden pulls) unless a
+    process holds it (storage.hold); True when removed."""
+    belongings = [os.path.join(folder, n) for n in os.listdir(folder)
+                  if n.startswith(".") and not n.startswith(storage.EVICTING) and _version_of(n) == version]
+    return storage.remove_unless_held(os.path.join(folder, str(version)), belongings)
+
+
+def prune_versions(folder: str, keep: int, protect=()) -> list[int]:
+    """Remove the versions of `folder` beyond the `keep` highest numbered folders, except `protect` and those
+    a process holds; returns the versions removed. Hidden pulls of a version that never landed count too."""
+    names = os.listdir(folder)
+    kept = set(sorted((int(n) for n in names if n.isdigit()), reverse=True)[:keep]) | set(protect)
+    removed = [v for v in sorted({_version_of(n) for n in names} - {None} - kept) if remove_version(folder, v)]
+    for n in names:
+        if n.startswith(storage.EVICTING):  # left by a removal that was killed mid-way
+            storage.remove_path(os.path.join(folder, n))
+    return removed
+
+
 class ModelFollower:
     """Holds the version being served and moves to a newer LATEST when one is committed."""
 
     def __init__(self, model_uri: str, version: str | int | None = None, tile: int = 128,
-                 cache: str | None = None, strength: float | None = None, runtime: str = "tensorflow"):
+                 cache: str | None = None, strength: float | None = None, runtime: str = "tensorflow",
+                 keep_versions: int = 2):
         self.model_uri = model_uri
         self.pinned = None if version in (None, "latest") else int(registry.resolve(model_uri, version).rstrip("/")
                                                                       .rsplit("/", 1)[-1])
         self.tile, self.strength = tile, strength  # strength: every version is served at it (its strength pair)
         self.runtime = runtime  # every version runs on it: a version without that export is not taken into use
         self.cache = cache or cache_root(model_uri)
+        self.keep_versions = keep_versions  # on disk in the cache, whatever the replicas sharing it serve
+        self._held: dict[int, int] = {}     # version -> storage.hold fd: the one served, the one being loaded
         self.current: Loaded | None = None
         self.failed: dict | None = None     # the last LATEST that could not be taken into use
         self.last_attempt: dict = {}        # the last poll that did something (loaded, switched, failed, ...)
         self.last_check: dict = {}          # the last poll, whatever it found
         self._lock = threading.Lock()        # one update at a time per replica
+        self.lease = {"holder": registry.lease_holder(), "version": None, "renewed": 0.0}  # what gc must keep
+
+    def _renew_lease(self) -> None:
+        """Tell gc (components/gc.py) which version this replica holds: a lease in the registry, written on a
+        switch and every registry.LEASE_RENEW_SECONDS. A failed write is logged; serving goes on."""
+        cur = self.current
+        if cur is None or (cur.version == self.lease["version"]
+                           and time.time() - self.lease["renewed"] < registry.LEASE_RENEW_SECONDS):
+            return
+        try:
+            registry.write_lease(self.model_uri, self.lease["holder"], cur.version)
+            self.lease.update(version=cur.version, renewed=time.time())
+        except Exception as exc:  # noqa: BLE001 - an unreachable store must not stop the service
+            log.warning("could not renew the lease on version %s of %s: %s", cur.version, self.model_uri, exc)
 
     def state(self) -> dict:
         cur = self.current
@@ -146,10 +196,34 @@ class ModelFollower:
                 "last_update": dict(self.last_attempt), "last_check": dict(self.last_check), "failed": dict(self.failed) if self.failed else None}
 
     def _take(self, version: int) -> Loaded:
-        folder, card = pull_verified(self.model_uri, version, self.cache)
-        if int(card.get("version", version)) != version:
-            raise ServingError(f"version {version}: its model card says version {card.get('version')}")
-        return load_and_warm(folder, version, card, self.tile, self.strength, self.runtime)
+        """Pull, verify, load and warm `version`, held (storage.hold) from before the pull: no other replica's
+        prune removes it meanwhile. A version that fails is let go and removed unless another replica holds it."""
+        entry = os.path.join(self.cache, str(version))
+        fresh = version not in self._held
+        if fresh:
+            self._held[version] = storage.hold(entry)
+        try:
+            # room first, so the cache never holds more than keep_versions (at 1: the served one and this one)
+            prune_versions(self.cache, self.keep_versions - 1, protect=set(self._held))
+            folder, card = pull_verified(self.model_uri, version, self.cache)
+            if int(card.get("version", version)) != version:
+                raise ServingError(f"version {version}: its model card says version {card.get('version')}")
+            return load_and_warm(folder, version, card, self.tile, self.strength, self.runtime)
+        except BaseException:
+            if fresh:
+                storage.release(self._held.pop(version))
+                remove_version(self.cache, version)  # of no use on disk; kept if another replica holds it
+            raise
+
+    def _settle(self) -> None:
+        """After a switch: let go of every version but the one served, then keep at most keep_versions on disk.
+        The old `Loaded` is referenced by nothing here any more: it goes once its last request ends."""
+        for v in [v for v in self._held if v != self.current.version]:
+            storage.release(self._held.pop(v))
+        gc.collect()  # TensorFlow's objects form reference cycles: freed now, not at Python's next full collection
+        removed = prune_versions(self.cache, self.keep_versions, protect={self.current.version})
+        if removed:
+            log.info("removed versions %s from %s (keeping %d)", removed, self.cache, self.keep_versions)
 
     def _fallback(self, below: int) -> Loaded | None:
         """A replica that starts while LATEST is bad serves the highest blessed version below it that
@@ -195,6 +269,7 @@ class ModelFollower:
                         attempt["error"] = f"{type(exc).__name__}: {exc}"
                     self.current = loaded  # the switch: one reference assignment
                     self.failed = None
+                    self._settle()
                     attempt["status"] = "switched" if current is not None else "loaded"
                     if "fallback" in attempt:
                         attempt["status"] = "loaded_fallback"
@@ -210,6 +285,7 @@ class ModelFollower:
                     self.failed = {"version": attempt["latest"], "error": attempt["error"], "time": attempt["time"]}
                 log.error("could not take version %s of %s into use; still serving %s: %s", attempt.get("latest"),
                           self.model_uri, self.current.version if self.current else None, attempt["error"])
+            self._renew_lease()
             attempt["seconds"] = round(time.time() - started, 3)
             self.last_check = {k: attempt.get(k) for k in ("time", "latest", "status")}
             if attempt["status"] not in ("unchanged", "skipped"):
@@ -220,13 +296,14 @@ class ModelFollower:
 # ----------------------------------------------------------------------------- TF Serving folder
 
 def watch_folder(model_uri: str, base: str, poll_seconds: float, stop: threading.Event | None = None,
-                 install_signals: bool = True) -> None:
+                 install_signals: bool = True, keep_versions: int = 2) -> None:
     """Keep `base` (TF Serving's model base path) in step with LATEST until SIGTERM/SIGINT or `stop`.
 
     Each new LATEST is pulled and verified by `registry.pull` into a hidden folder inside `base` and
     renamed to `<version>/` in one step (TF Serving ignores names that are not numbers), so TF Serving
     only ever sees complete, verified versions. A version that fails is logged and left out; it is
-    tried again when LATEST changes. Versions already in `base` are kept.
+    tried again when LATEST changes. Then `base` keeps the `keep_versions` highest versions (never the
+    one LATEST names): what TF Serving's `model_version_policy { latest { num_versions: K } }` serves.
     """
     stop = stop or threading.Event()
     if install_signals:
@@ -247,11 +324,19 @@ def watch_folder(model_uri: str, base: str, poll_seconds: float, stop: threading
             elif present and latest < max(present):
                 log.warning("LATEST %s is older than version %s in %s: left as it is", latest, max(present), base)
             else:
+                # room first, so `base` never holds more than keep_versions (at 1: the served one and this one)
+                prune_versions(base, keep_versions - 1, protect={max(present)} if present else ())
                 card = registry.pull(model_uri, os.path.join(base, str(latest)), latest)
                 failed = None
                 log.info("version %s is in %s (%d files verified)", latest, base, len(card["files"]))
         except Exception as exc:  # noqa: BLE001 - keep watching; the failure is logged
             failed = latest
             log.error("could not pull LATEST %s of %s (tried again when LATEST changes): %s", latest, model_uri, exc)
+        try:
+            removed = prune_versions(base, keep_versions, protect={latest} if latest is not None else ())
+            if removed:
+                log.info("removed versions %s from %s (keeping %d)", removed, base, keep_versions)
+        except OSError as exc:
+            log.error("could not remove old versions from %s: %s", base, exc)
         stop.wait(poll_seconds)
     log.info("stopped watching %s", model_uri)

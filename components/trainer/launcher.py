@@ -193,7 +193,7 @@ def _forwarded_env() -> dict:
     """Storage settings the workers need (they may start with a different environment)."""
     keys = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
             "AWS_SESSION_TOKEN", "SRGAN_CACHE_DIR", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS", logs.VERBOSE_ENV,
-            storage.RETRIES_ENV)
+            storage.RETRIES_ENV, storage.CACHE_MAX_ENV)
     return {k: os.environ[k] for k in keys if os.environ.get(k)}
 
 

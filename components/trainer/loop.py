@@ -260,12 +260,13 @@ class WorkerLoop:
         with self.strategy.scope():
             self.generator = models.build_generator(cfg.generator_width, cfg.generator_blocks, self.scale,
                                                     cfg.residual_over_bicubic, icnr=cfg.icnr_init,
-                                                    upsample_filter=cfg.upsample_filter, upsample=cfg.upsample)
+                                                    upsample_filter=cfg.upsample_filter, upsample=cfg.upsample,
+                                                    tail_init=cfg.tail_init)
             # the GAN phase's moving average of the generator: what the run publishes when it is on
             self.ema = (models.build_generator(cfg.generator_width, cfg.generator_blocks, self.scale,
                                                cfg.residual_over_bicubic, icnr=cfg.icnr_init,
                                                upsample_filter=cfg.upsample_filter, upsample=cfg.upsample,
-                                               name="generator_ema")
+                                               tail_init=cfg.tail_init, name="generator_ema")
                         if cfg.ema_decay and gan else None)
             discriminator = models.build_discriminator(self.crop_size, cfg.discriminator_width,
                                                        cfg.discriminator_depth, cfg.discriminator_batchnorm,
