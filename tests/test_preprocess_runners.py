@@ -1,5 +1,5 @@
 """Issue 26: the preprocess job's runner is named and fetches nothing; its job graph holds the input URI, not
-the file list; (slow) the portable runner path with external workers on S3 gives the in-process dataset."""
+the file list; (slow) the portable runner path with two external workers on S3 gives the in-process dataset."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -139,12 +140,82 @@ def test_job_graph_does_not_grow_with_the_inputs(tmp_path):
     assert abs(sizes[10_000] - sizes[100]) < 2048, sizes
 
 
+@pytest.mark.slow  # ~10-20 s: builds the whole job graph, translates it twice, runs pip freeze and sdist
+def test_dataflow_dry_run_builds_the_job_offline(tmp_path, monkeypatch):
+    """Issue 26 item 4: Beam's DataflowRunner with --dry_run=True turns the real preprocess pipeline into the
+    Dataflow job it would submit, offline: options checked as for the service (project, region, gs://
+    temp_location format), Dataflow's graph rewrites, the Docker SDK environment, the setup.py package
+    built, then it returns before any client, staging or request (dataflow_runner.py:509-515). Every HTTP(S)
+    proxy points at a local trap, which stays empty (without --dry_run the same trap receives the GCS staging
+    request once the credential lookup has failed: checked by hand, as Beam retries it for minutes). What it
+    cannot check is anything after create_job: staging, and what Google's side does (README, Runners)."""
+    import tarfile
+
+    import apache_beam as beam
+    from apache_beam.portability.api import beam_runner_api_pb2
+    from apache_beam.runners.runner import PipelineState
+
+    input_uri = "gs://my-bucket/raw/**/*.jpg"  # a glob: the job graph is built without listing it
+    cfg = config.Config(artifact_root="gs://my-bucket/srgan", input=input_uri).preprocess
+    options = preprocess_beam._pipeline_options([
+        "--runner=DataflowRunner", "--project=my-project", "--region=europe-west1", "--job_name=srgan-preprocess",
+        "--temp_location=gs://my-bucket/beam-temp", f"--setup_file={os.path.join(REPO, 'setup.py')}",
+        "--dry_run=True"])
+    runner, recorded = preprocess_beam.local_runner(options)
+    assert runner is None and recorded["runner"] == "DataflowRunner"
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # Beam leaves its staging folder there
+    with proxy_trap() as (proxies, seen):
+        for k, v in proxies.items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        pipeline = beam.Pipeline(runner=runner, options=options)
+        # Work and output folders on local disk, not under the gs:// temp_location as the job puts them:
+        # tf.Transform creates its temporary folder while the pipeline is BUILT (tensorflow_transform/beam/
+        # context.py:152, via impl.py:1167), which on gs:// needs GCS. Only those path strings differ.
+        preprocess_beam.build_pipeline(pipeline, input_uri, 202_599, cfg, str(tmp_path / "out"),
+                                       str(tmp_path / "work"))
+        result = pipeline.run()
+        result.wait_until_finish()
+    assert seen == [], seen
+    assert result.state == PipelineState.DONE
+    job = result.job  # apiclient.Job: what create_job would send, less what staging adds
+    assert job.proto.name == "srgan-preprocess" and job.proto.type_.name == "JOB_TYPE_BATCH"
+    graph = job.proto_pipeline
+    names = {t.unique_name for t in graph.components.transforms.values()}
+    for step in ("InputUri", "MatchInputs", "Distribute", "DecodeAndCrop", "SpillCrops", "AnalyzeReadSpill",
+                 "AnalyzeTrain", "TransformReadSpill", "TransformTrain", "TransformEval", "Writetrain", "Writeeval",
+                 "WriteTransformFn", "WriteRejected", "WriteInputsRead"):
+        assert step in names, step
+    # Small: 758 KB measured (Dataflow's limit: 10 MB), at any number of inputs (see the test above).
+    assert len(graph.SerializeToString()) < 2_000_000, len(graph.SerializeToString())
+    [env] = graph.components.environments.values()
+    image = beam_runner_api_pb2.DockerPayload.FromString(env.payload).container_image
+    assert image.endswith(f"beam_python{sys.version_info[0]}.{sys.version_info[1]}_sdk:{beam.__version__}"), image
+    staged = {beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(d.role_payload).staged_name:
+              beam_runner_api_pb2.ArtifactFilePayload.FromString(d.type_payload).path for d in env.dependencies}
+    assert "workflow.tar.gz" in staged, staged  # --setup_file: this package's sdist, for the workers to install
+    with tarfile.open(staged["workflow.tar.gz"]) as sdist:
+        files = {n.split("/", 1)[-1] for n in sdist.getnames()}
+        assert {"components/preprocess/beam.py", "components/preprocess/transform.py", "jobs/preprocess.py",
+                "setup.py"} <= files, sorted(files)
+        sdist.extractall(tmp_path / "sdist", filter="data")
+    # A worker installs it by running its setup.py, which reads constraints.txt (MANIFEST.in ships it).
+    [unpacked] = (tmp_path / "sdist").iterdir()
+    out = subprocess.run([sys.executable, "setup.py", "--name"], cwd=unpacked, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.split()[-1] == "srgan-pipeline", out.stderr[-2000:]
+
+
 @pytest.mark.slow
-def test_portable_runner_with_external_workers_on_s3(s3_server, bad_corpus, corpus_dataset, tmp_path):
-    """Issue 26 item 3: the job submitted to Beam's local job service, its work done by an EXTERNAL worker
-    pool (other processes, other working directory) that shares only storage with the launcher: input and
-    artifacts on SeaweedFS S3, temporary files and the job's output under --temp_location. Same records,
-    rejects, statistics and dataset id as the in-process run; no temporary file left."""
+def test_portable_runner_with_two_external_workers_on_s3(s3_server, bad_corpus, corpus_dataset, tmp_path,
+                                                          monkeypatch):
+    """Issue 26 item 3: the job submitted to Beam's local job service (its LocalJobServicer, made to honour
+    --direct_num_workers: see tests/beam_portable.py), its work done by TWO workers of an EXTERNAL worker pool (other processes, other working directory) that share only storage with the
+    launcher: input and artifacts on SeaweedFS S3, temporary files and the job's output under
+    --temp_location. Same records, rejects, statistics and dataset id as the in-process run; no temporary
+    file left; and both workers did part of the decoding (the job's own per-process progress lines)."""
     from tests.beam_portable import PortableBeam
     from tests.conftest import free_port
     from tests.test_preprocess import REFERENCE_INFO_KEYS, all_records, run_job
@@ -154,11 +225,13 @@ def test_portable_runner_with_external_workers_on_s3(s3_server, bad_corpus, corp
     s3_server.client().put(bad_corpus, "portable/raw", recursive=True)
     beam_tmp = tmp_path / "beam-temp"
     beam_tmp.mkdir()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # the launcher's (Beam leaves its staging there)
     portable = PortableBeam(str(tmp_path / "services"), dict(os.environ), free_port(), free_port())
     portable.start()
     try:
         p_info, p_uri = run_job(bucket + "/raw", bucket + "/artifacts", eval_count=3,
-                                beam_args=[*portable.beam_args(), f"--temp_location={beam_tmp}"])
+                                beam_args=[*portable.beam_args(workers=2), f"--temp_location={beam_tmp}"])
     finally:
         portable.stop()
     assert p_info["runner"] == "PortableRunner"
@@ -175,3 +248,9 @@ def test_portable_runner_with_external_workers_on_s3(s3_server, bad_corpus, corp
     rejected = storage.read_text(storage.join(p_uri, "rejected.jsonl")).replace(bucket + "/raw", "<in>")
     assert rejected == storage.read_text(storage.join(uri, "rejected.jsonl")).replace(bad_corpus, "<in>")
     assert os.listdir(beam_tmp) == []
+    # Two SDK workers, each in its own process, each decoded some of the files and together all of them.
+    assert len(portable.workers_started()) == 2, portable.workers_started()
+    decoded = portable.stage_counts("decode")
+    services = {p.pid for p in portable.procs} | {os.getpid()}
+    assert len(decoded) == 2 and not services & set(decoded), (decoded, services)
+    assert min(decoded.values()) >= 1 and sum(decoded.values()) == info["num_files_read"], decoded

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import struct
 import sys
 import tempfile
@@ -167,17 +168,28 @@ def dataset_id_of(pairs, cfg: PreprocessConfig) -> str:
 
 # ----------------------------------------------------------------------------- Beam transforms (worker side)
 
-def _worker_logging() -> None:
-    """Beam's multi-processing workers do not print our INFO lines (their root logger only forwards to
-    the runner, which drops them): give the progress logger its own stderr handler there."""
+def _process_id() -> str:
+    """This process, across machines: where a DoFn was built (the launcher) vs where it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _worker_logging(launcher: str | None) -> None:
+    """In a worker process (not the `launcher` that built the DoFn), give the progress logger its own stderr
+    handler at INFO: what a worker's root logger does with INFO lines is the runner's business. Beam's
+    multi-processing workers forward it to the runner, which drops them; in an EXTERNAL worker pool one of
+    two SDK harnesses had a root StreamHandler at WARNING (as logging.basicConfig leaves it), which swallowed
+    them there while the other worker printed. In the launcher itself (in-memory or multi-threading runner)
+    the caller's logging setup decides."""
+    if launcher == _process_id():
+        return
     logger = logging.getLogger("preprocess")
-    handlers = logging.getLogger().handlers + logger.handlers
-    if not any(isinstance(h, logging.StreamHandler) for h in handlers):
+    if not any(getattr(h, "_srgan_progress", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s", "%H:%M:%S"))
+        handler._srgan_progress = True
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 class Progress:
@@ -185,8 +197,8 @@ class Progress:
     of each bundle. `total` is the whole job's count for the stage; with several workers each one sees
     only its share, so its ETA is an upper bound."""
 
-    def __init__(self, stage: str, every: float = 10.0):
-        _worker_logging()
+    def __init__(self, stage: str, launcher: str | None = None, every: float = 10.0):
+        _worker_logging(launcher)
         self.stage, self.every = stage, every
         self.count, self.start, self.last, self.logged, self.done = 0, None, 0.0, 0, False
 
@@ -240,11 +252,12 @@ class DecodeAndCrop(beam.DoFn):
     def __init__(self, cfg: PreprocessConfig, total: int = 0):
         self.cfg = cfg
         self.total = total  # the launcher's count of input files: progress only
+        self.launcher = _process_id()
         self.accepted = Metrics.counter("preprocess", "accepted")
         self.rejected = {r: Metrics.counter("preprocess", f"rejected_{r}") for r in images.REASONS}
 
     def setup(self):
-        self._progress = Progress("decode")
+        self._progress = Progress("decode", self.launcher)
 
     def process(self, element):
         uri, relpath = element
@@ -286,9 +299,10 @@ class CountProgress(beam.DoFn):
 
     def __init__(self, stage: str, splits: tuple[str, ...], run: str):
         self.stage, self.splits, self.run = stage, splits, run
+        self.launcher = _process_id()
 
     def setup(self):
-        self._progress = _SHARED_PROGRESS.setdefault((self.stage, self.run), Progress(self.stage))
+        self._progress = _SHARED_PROGRESS.setdefault((self.stage, self.run), Progress(self.stage, self.launcher))
         self._total = None
 
     def process(self, element, counts):
