@@ -176,8 +176,8 @@ def main(argv=None):
     p.add_argument("--recipes", default=",".join(RECIPES))
     p.add_argument("--upsample-filter", default="none", choices=("none", "binomial"),
                    help="the generator's upsample_filter, warm start and GAN rows alike")
-    p.add_argument("--upsample", default="pixel_shuffle", choices=("pixel_shuffle", "nearest"),
-                   help="the generator's upsample (nearest: ESRGAN's nearest + conv), warm start and GAN rows alike")
+    p.add_argument("--upsample", default="pixel_shuffle", choices=("pixel_shuffle", "nearest", "bilinear"),
+                   help="the generator's upsample (a resize + conv for nearest, bilinear), warm start and GAN alike")
     p.add_argument("--tail-init", default="glorot_uniform", choices=("glorot_uniform", "zeros"),
                    help="the generator's last conv's initialiser (zeros: the warm start starts at bicubic)")
     p.add_argument("--no-icnr", action="store_true", help="with --upsample-filter none: Glorot sub-pixel convs "

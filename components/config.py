@@ -95,9 +95,9 @@ class TrainConfig:
     #   binomial: a fixed [1,2,1]^2 blur after each pixel shuffle (models.BinomialBlur): no sub-pixel checkerboard
     #   in flat regions at any step, where ICNR only starts without one. Part of the architecture (warm starts,
     #   strength pairs and interpolation need the same value)
-    upsample: str = field(default="pixel_shuffle", metadata={"choices": ("pixel_shuffle", "nearest")})
-    #   nearest: ESRGAN's nearest-neighbour x2 + conv instead of the seed's sub-pixel conv (models.build_generator);
-    #   part of the architecture like upsample_filter
+    upsample: str = field(default="pixel_shuffle", metadata={"choices": ("pixel_shuffle", "nearest", "bilinear")})
+    #   nearest: ESRGAN's nearest-neighbour x2 + conv instead of the seed's sub-pixel conv; bilinear: bilinear x2 +
+    #   conv (models.build_generator says why); part of the architecture like upsample_filter
     tail_init: str = field(default="glorot_uniform", metadata={"choices": ("glorot_uniform", "zeros")})
     #   the generator's last conv; zeros: a residual generator starts exactly at bicubic (Glorot starts it at
     #   bicubic + a large random residual, which on soft photos the first steps remove by killing the PReLUs)
@@ -215,6 +215,9 @@ class EvaluateConfig:
     bless_rule: str = "psnr"
     bless_min_niqe_gain: float = 0.1
     bless_max_psnr_drop_db: float = 2.0  # SRGAN vs SRResNet on Set5 in the paper: 2.65 dB lower, far more natural
+    bless_max_checkerboard: float = field(default=0.0, metadata={"within": (0.0, 1e9)})  # perceptual rule: the
+    #   mean checkerboard measure (HR photos = 1) at most this, for the blessing and the interpolation's choice;
+    #   0: no cap. NIQE rewards a sub-pixel pattern as if it were texture; the cap refuses the pattern
     # network interpolation (ESRGAN): score alpha * GAN + (1 - alpha) * PSNR-oriented generator for each alpha, keep
     # the lowest NIQE whose PSNR is at most bless_max_psnr_drop_db below alpha 0's; that blend is judged and pushed
     interpolation_alphas: list[float] = field(default_factory=list, metadata={"within": (0.0, 1.0)})

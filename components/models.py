@@ -101,16 +101,19 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
     `icnr`: the sub-pixel convolutions start from ICNR (no checkerboard at step 0); else Glorot uniform.
     `upsample_filter`: "binomial" puts a fixed BinomialBlur after each shuffle (no checkerboard in flat regions,
     at any step); "none": the seed's plain pixel shuffle.
-    `upsample`: "pixel_shuffle" (the seed's: conv to 4x channels, then shuffle) or "nearest" (ESRGAN's RRDBNet:
-    nearest-neighbour x2, then conv). The same FLOPs; nearest shares one kernel over the four sub-pixel positions,
-    so a flat input stays flat: no sub-pixel checkerboard to learn, while the conv at the new resolution can still
-    make every frequency up to its Nyquist (a blur after the shuffle cannot).
+    `upsample`: "pixel_shuffle" (the seed's: conv to 4x channels, then shuffle), "nearest" (ESRGAN's RRDBNet:
+    nearest-neighbour x2, then conv) or "bilinear" (bilinear x2, then conv: resize-convolution, Odena et al.
+    2016). The same FLOPs. Both resizes share one kernel over the four sub-pixel positions, so a flat input stays
+    flat, and the convs and PReLUs after them cannot tell the positions apart: a sub-pixel pattern can only come
+    from the resize's spectral images, which nearest passes (cos(w/2)) and bilinear suppresses (cos^2(w/2)),
+    while the conv at the new resolution can still make every frequency up to its Nyquist (a blur after a
+    shuffle cannot).
     `tail_init`: the last conv's initialiser; "zeros" makes a residual generator start exactly at bicubic.
     """
     if upsample_filter not in ("none", "binomial"):
         raise ValueError(f"upsample_filter must be none or binomial, got {upsample_filter!r}")
-    if upsample not in ("pixel_shuffle", "nearest"):
-        raise ValueError(f"upsample must be pixel_shuffle or nearest, got {upsample!r}")
+    if upsample not in ("pixel_shuffle", "nearest", "bilinear"):
+        raise ValueError(f"upsample must be pixel_shuffle, nearest or bilinear, got {upsample!r}")
     if scale < 2 or scale & (scale - 1):
         raise ValueError(f"scale must be a power of two, got {scale}")
     inputs = keras.Input((None, None, 3), name="lr")
@@ -124,8 +127,8 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
     x = keras.layers.Conv2D(width, 3, padding="same", name="body_conv")(x)
     x = keras.layers.Add(name="long_skip")([x, skip])
     for i in range(int(math.log2(scale))):
-        if upsample == "nearest":
-            x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{i}_nearest")(x)
+        if upsample != "pixel_shuffle":
+            x = keras.layers.UpSampling2D(2, interpolation=upsample, name=f"up{i}_{upsample}")(x)
             x = keras.layers.Conv2D(width, 3, padding="same", name=f"up{i}_conv")(x)
         else:
             x = keras.layers.Conv2D(width * 4, 3, padding="same", name=f"up{i}_conv",

@@ -38,7 +38,8 @@ def _sigmoid_xent(label, logit):
     ("ema_decay", 1.5, "within [0, 1]"),
     ("vgg_before_activation", "yes", "true or false"),
     ("upsample_filter", "gaussian", "none, binomial"),
-    ("upsample", "bilinear", "pixel_shuffle, nearest"),
+    ("upsample", "bicubic", "pixel_shuffle, nearest, bilinear"),
+    ("tail_init", "ones", "glorot_uniform, zeros"),
 ])
 def test_bad_values_of_the_new_keys_name_the_key(key, value, words):
     with pytest.raises(config.ConfigError) as err:
@@ -236,11 +237,11 @@ def test_binomial_blur_zeroes_the_period_2_pattern_keeps_flat_and_survives_save(
         models.build_generator(8, 2, upsample_filter="box")
 
 
-def test_nearest_upsampling_keeps_a_flat_input_flat_at_any_weights_and_survives_save(tmp_path):
+def test_resize_upsampling_keeps_a_flat_input_flat_at_any_weights_and_survives_save(tmp_path):
     """A random pixel-shuffle generator turns a flat input into a period-2 pattern (its four sub-pixel filters
-    differ); nearest + conv cannot: one kernel for all four positions."""
+    differ); a resize + conv cannot: one kernel for all four positions."""
     flat = tf.fill([1, 48, 48, 3], 0.3)
-    for upsample, flat_out in (("nearest", True), ("pixel_shuffle", False)):
+    for upsample, flat_out in (("nearest", True), ("bilinear", True), ("pixel_shuffle", False)):
         keras.utils.set_random_seed(4)
         g = models.build_generator(8, 2, upsample=upsample)
         y = g(flat).numpy()[0, 80:-80, 80:-80]  # away from the zero-padded borders (LR receptive field < 20)
@@ -253,7 +254,7 @@ def test_nearest_upsampling_keeps_a_flat_input_flat_at_any_weights_and_survives_
     assert g(x).shape == (1, 24, 28, 3)
     np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), g(x), atol=1e-6)
     with pytest.raises(ValueError, match="upsample"):
-        models.build_generator(8, 2, upsample="bilinear")
+        models.build_generator(8, 2, upsample="bicubic")
 
 
 def test_interpolation_at_alpha_0_and_1_reproduces_the_two_generators_exactly():
@@ -320,3 +321,10 @@ def test_evaluator_interpolates_chooses_an_alpha_and_compares_with_the_warm_star
         assert result["decision"] == "NOT_BLESSED"
     assert interpolation.choose([{"alpha": 0.0, "psnr_rgb": 30.0, "niqe": 7.0}, {"alpha": 1.0, "psnr_rgb": 27.0, "niqe": 5.0},
                                  {"alpha": 0.6, "psnr_rgb": 29.0, "niqe": 6.0}], 2.0)["alpha"] == 0.6
+    curve = [{"alpha": 0.0, "psnr_rgb": 30.0, "niqe": 7.0, "checkerboard": 0.5},
+             {"alpha": 0.5, "psnr_rgb": 29.8, "niqe": 6.5, "checkerboard": 1.0},
+             {"alpha": 0.8, "psnr_rgb": 29.5, "niqe": 6.0, "checkerboard": 3.0},
+             {"alpha": 1.0, "psnr_rgb": 29.0, "niqe": 6.2, "checkerboard": 9.0}]
+    assert interpolation.choose(curve, 2.0)["alpha"] == 0.8  # no cap: the lowest NIQE
+    assert interpolation.choose(curve, 2.0, max_checkerboard=1.1)["alpha"] == 0.5
+    assert interpolation.choose(curve, 2.0, max_checkerboard=0.4)["alpha"] == 0.0  # none qualifies: alpha 0

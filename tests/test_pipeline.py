@@ -323,6 +323,18 @@ def test_perceptual_blessing_rule(candidate, baseline, expected, says):
     assert any(r.startswith("FAIL") for r in reasons) is (not expected)
 
 
+def test_perceptual_rule_with_a_checkerboard_cap():
+    natural = _perceptual(29.0, 5.0)
+    for board, expected in ((1.05, True), (1.2, False), (None, False)):
+        ok, reasons = evaluate.bless_perceptual({**natural, "checkerboard": board}, None, None, min_niqe_gain=0.1,
+                                                max_psnr_drop_db=2.0, max_checkerboard=1.1)
+        assert ok is expected and len(reasons) == 3, reasons
+        assert reasons[-1].startswith("pass" if expected else "FAIL") and "allowed up to 1.100" in reasons[-1]
+    ok, reasons = evaluate.bless_perceptual({**natural, "checkerboard": 500.0}, None, None, min_niqe_gain=0.1,
+                                            max_psnr_drop_db=2.0)  # no cap: not judged, not mentioned
+    assert ok and len(reasons) == 2 and not any("checkerboard" in r for r in reasons)
+
+
 def test_perceptual_rule_names_a_baseline_outside_the_registry():
     ok, reasons = evaluate.bless_perceptual(_perceptual(29.0, 5.0), _perceptual(30.5, 5.5), None, min_niqe_gain=0.1,
                                             max_psnr_drop_db=2.0, baseline_name="the warm start")

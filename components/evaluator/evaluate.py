@@ -243,11 +243,13 @@ def bless_on_rungs(candidate: dict, baseline: dict | None, baseline_version: int
 
 
 def bless_perceptual(candidate: dict, baseline: dict | None, baseline_version: int | None, min_niqe_gain: float,
-                     max_psnr_drop_db: float, baseline_name: str | None = None) -> tuple[bool, list[str]]:
+                     max_psnr_drop_db: float, baseline_name: str | None = None,
+                     max_checkerboard: float = 0.0) -> tuple[bool, list[str]]:
     """The rule for GAN models: mean NIQE (full-size images) better than the current model's (LATEST; with
     none, bicubic's) by at least `min_niqe_gain`, and mean PSNR (RGB, eval split) at most `max_psnr_drop_db`
-    below it. `candidate`/`baseline`: {'psnr_rgb', 'bicubic_psnr_rgb', 'niqe', 'bicubic_niqe', 'niqe_images'};
-    `baseline_name` names a baseline that is not a registry version (e.g. a warm start) in the reasons."""
+    below it; with `max_checkerboard` > 0 also a mean checkerboard measure (HR = 1) at most that.
+    `candidate`/`baseline`: {'psnr_rgb', 'bicubic_psnr_rgb', 'niqe', 'bicubic_niqe', 'niqe_images',
+    'checkerboard'}; `baseline_name` names a baseline that is not a registry version (e.g. a warm start)."""
     if candidate.get("niqe") is None or not candidate.get("niqe_images"):
         return False, ["FAIL: NIQE is undefined for every eval image (it needs sides of at least "
                        f"{metrics.NIQE_MIN_SIDE} px): the perceptual rule cannot judge; evaluate on full-size "
@@ -261,20 +263,30 @@ def bless_perceptual(candidate: dict, baseline: dict | None, baseline_version: i
         ref_niqe, ref_psnr = baseline["niqe"], baseline["psnr_rgb"]
     gain, drop = ref_niqe - candidate["niqe"], ref_psnr - candidate["psnr_rgb"]
     niqe_ok, psnr_ok = gain >= min_niqe_gain, drop <= max_psnr_drop_db
-    return niqe_ok and psnr_ok, [
+    reasons = [
         f"{'pass' if niqe_ok else 'FAIL'}: NIQE {candidate['niqe']:.3f} vs {ref_niqe:.3f} of {what} on the same "
         f"{candidate['niqe_images']} full-size images: {gain:+.3f} better; required >= {min_niqe_gain:+.3f}",
         f"{'pass' if psnr_ok else 'FAIL'}: PSNR (RGB) {candidate['psnr_rgb']:.3f} dB vs {ref_psnr:.3f} dB of {what}: "
         f"{drop:.3f} dB lower; allowed up to {max_psnr_drop_db:.3f} dB"]
+    if not max_checkerboard:
+        return niqe_ok and psnr_ok, reasons
+    board = candidate.get("checkerboard")
+    board_ok = board is not None and math.isfinite(board) and board <= max_checkerboard
+    return niqe_ok and psnr_ok and board_ok, reasons + [
+        f"{'pass' if board_ok else 'FAIL'}: checkerboard measure {board if board is None else f'{board:.3f}'} x the "
+        f"HR photos' (mean over the full-size images); allowed up to {max_checkerboard:.3f}"]
 
 
 def _perceptual_summary(split: dict, scored: list) -> dict:
-    """What the perceptual rule reads: PSNR from the eval split, NIQE pooled over every image where it is
-    defined (the eval split's whole photos of a patches dataset, the --eval-images folders; not the crops)."""
+    """What the perceptual rule reads: PSNR from the eval split, NIQE and the checkerboard measure pooled over
+    every image where NIQE is defined (the eval split's whole photos of a patches dataset, the --eval-images
+    folders; not the crops)."""
     pooled = summarize([row for scores in scored for row in scores])
+    full_size = [row["checkerboard"] for scores in scored for row in scores if row["niqe"] is not None]
     return {"psnr_rgb": split["psnr_rgb"], "bicubic_psnr_rgb": split["bicubic_psnr_rgb"],
             "niqe": pooled.get("niqe"), "bicubic_niqe": pooled.get("bicubic_niqe"),
-            "hr_niqe": pooled.get("hr_niqe"), "niqe_images": pooled.get("niqe_images", 0)}
+            "hr_niqe": pooled.get("hr_niqe"), "niqe_images": pooled.get("niqe_images", 0),
+            "checkerboard": float(np.mean(full_size)) if full_size else None}  # the images NIQE pools
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -341,18 +353,19 @@ INTERPOLATED = "generator_interpolated.keras"  # in the eval folder: the blend t
 
 def _curve_point(model, rows: list[dict], folder_rows: list, batch: int, scale: int) -> dict:
     """What the perceptual rule reads, and only that (a curve has several points): mean PSNR (RGB) on the eval
-    split, NIQE pooled over every image where it is defined (eval split and folders)."""
-    psnrs, niqes = [], []
+    split; NIQE and the checkerboard measure pooled over the full-size images (eval split and folders)."""
+    psnrs, niqes, boards = [], [], []
     for i, (r_rows, sr) in enumerate([(rows, super_resolve(model, rows, batch))]
                                      + [(f, super_resolve(model, f, 1)) for _u, f in folder_rows]):
         for r, s in zip(r_rows, sr):
             if i == 0:
                 psnrs.append(float(metrics.psnr(s, r["hr"], crop_border=scale)))
             n = metrics.niqe(s, crop_border=scale)
-            if n is not None:
+            if n is not None:  # the full-size images, as _perceptual_summary pools them
                 niqes.append(n)
+                boards.append(metrics.checkerboard(s, r["hr"], crop_border=scale, scale=scale))
     return {"psnr_rgb": float(np.mean(psnrs)), "niqe": float(np.mean(niqes)) if niqes else None,
-            "niqe_images": len(niqes)}
+            "niqe_images": len(niqes), "checkerboard": float(np.mean(boards)) if boards else None}
 
 
 def _interpolate(cfg: Config, model, rows: list[dict], folder_rows: list, out: str) -> dict | None:
@@ -385,12 +398,13 @@ def _interpolate(cfg: Config, model, rows: list[dict], folder_rows: list, out: s
                  "undefined" if point["niqe"] is None else f"{point['niqe']:.3f}")
     result = {"psnr_generator": psnr_uri, "gan_generator": model.source, "psnr_point": curve[0]}
     if ev.interpolation_alphas:
-        chosen = interpolation.choose(curve, ev.bless_max_psnr_drop_db)["alpha"]
+        chosen = interpolation.choose(curve, ev.bless_max_psnr_drop_db, ev.bless_max_checkerboard)["alpha"]
         result.update(alphas=sorted(ev.interpolation_alphas), curve=curve, chosen_alpha=chosen,
                       generator=storage.join(out, INTERPOLATED),
                       keras=blends[chosen])
-        log.info("interpolation: alpha %.2f chosen (lowest NIQE within %.2f dB of alpha 0's PSNR)", chosen,
-                 ev.bless_max_psnr_drop_db)
+        log.info("interpolation: alpha %.2f chosen (lowest NIQE within %.2f dB of alpha 0's PSNR%s)", chosen,
+                 ev.bless_max_psnr_drop_db, f", checkerboard <= {ev.bless_max_checkerboard:g}"
+                 if ev.bless_max_checkerboard else "")
     return result
 
 
@@ -479,7 +493,8 @@ def run(cfg: Config) -> dict:
                   "baseline": _perceptual_summary(baseline, baseline_scored) if baseline else None}
     if ev.bless_rule == "perceptual":
         ok, reasons = bless_perceptual(perceptual["candidate"], perceptual["baseline"], baseline_version,
-                                       ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db)
+                                       ev.bless_min_niqe_gain, ev.bless_max_psnr_drop_db,
+                                       max_checkerboard=ev.bless_max_checkerboard)
     else:
         ok, reasons = bless(summary, baseline, baseline_version, ev.bless_min_gain_db, ev.bless_tolerance_db)
     if ev.bless_rule == "perceptual" and interp:  # a GAN must also be more natural than what it started from
