@@ -128,12 +128,15 @@ def ablation(args, cfg) -> dict:
     rows = {}
     for name in args.recipes.split(","):
         t = cfg.train
-        for k, v in {**COMMON, **RECIPES[name]}.items():
+        settings = {**COMMON, **RECIPES[name], **({"adversarial_weight": args.adversarial_weight}
+                                                   if args.adversarial_weight is not None else {})}
+        for k, v in settings.items():
             setattr(t, k, v)
         t.pretrain_steps, t.gan_steps = 0, args.gan_steps
         t.warm_start = runs.run_uri(args.artifact_root, warm_id)
         t.preemption_check_every_steps = 0  # a bench on one machine: no preemption barrier
-        cfg.run_id = f"gan-{name}-{args.gan_steps}-from-{args.steps}{_arch(args)}"
+        adv = "" if args.adversarial_weight is None else f"-adv{args.adversarial_weight:g}"
+        cfg.run_id = f"gan-{name}-{args.gan_steps}-from-{args.steps}{_arch(args)}{adv}"
         started = time.time()
         trainer.run(cfg)
         train_seconds = time.time() - started
@@ -142,7 +145,7 @@ def ablation(args, cfg) -> dict:
         started = time.time()
         result = evaluator.run(cfg)
         interp = result.get("interpolation") or {}
-        rows[name] = {"run_id": cfg.run_id, "settings": {**COMMON, **RECIPES[name]},
+        rows[name] = {"run_id": cfg.run_id, "settings": settings,
                       "train_seconds_incl_ray_start": round(train_seconds, 1), "eval_seconds": round(time.time() - started, 1),
                       "gan_images_per_second": round(rates[-1], 2) if rates else None,
                       "decision": result["decision"], "reasons": result["reasons"],
@@ -183,6 +186,8 @@ def main(argv=None):
                    help="the generator's last conv's initialiser (zeros: the warm start starts at bicubic)")
     p.add_argument("--no-icnr", action="store_true", help="with --upsample-filter none: Glorot sub-pixel convs "
                    "(ICNR is on for that filter by default, as the first ablation ran)")
+    p.add_argument("--adversarial-weight", type=float, default=None,
+                   help="every row's adversarial_weight (default: the rows' own, 0.1 for the VGG16 rows)")
     p.add_argument("--max-checkerboard", type=float, default=1.1,
                    help="evaluate.bless_max_checkerboard for the rows' judgement (0: no cap, as the first ablations)")
     p.add_argument("--cpus", type=int, default=os.cpu_count() or 2)

@@ -49,6 +49,27 @@ class BicubicUpsample(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="srgan")
+class Resize2x(keras.layers.Layer):
+    """x2 resize by `method` (nearest, bilinear) of an image of any size: Keras' UpSampling2D cannot resize
+    bilinearly when height and width are unknown inside a tf.function (a serving signature)."""
+
+    def __init__(self, method: str = "nearest", **kwargs):
+        super().__init__(**kwargs)
+        self.method = method
+
+    def call(self, x):
+        shape = tf.shape(x)
+        return tf.cast(tf.image.resize(x, [shape[1] * 2, shape[2] * 2], method=self.method), x.dtype)
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, c = input_shape
+        return (b, None if h is None else 2 * h, None if w is None else 2 * w, c)
+
+    def get_config(self):
+        return {**super().get_config(), "method": self.method}
+
+
+@keras.saving.register_keras_serializable(package="srgan")
 class BinomialBlur(keras.layers.Layer):
     """A fixed [1, 2, 1] x [1, 2, 1] / 16 blur of each channel, edges mirrored. After a x2 pixel shuffle it
     zeroes the response at the period-2 frequencies, where the shuffle puts the image of the input's mean: the
@@ -128,7 +149,7 @@ def build_generator(width: int = 64, num_blocks: int = 16, scale: int = 4,
     x = keras.layers.Add(name="long_skip")([x, skip])
     for i in range(int(math.log2(scale))):
         if upsample != "pixel_shuffle":
-            x = keras.layers.UpSampling2D(2, interpolation=upsample, name=f"up{i}_{upsample}")(x)
+            x = Resize2x(upsample, name=f"up{i}_{upsample}")(x)
             x = keras.layers.Conv2D(width, 3, padding="same", name=f"up{i}_conv")(x)
         else:
             x = keras.layers.Conv2D(width * 4, 3, padding="same", name=f"up{i}_conv",

@@ -247,12 +247,16 @@ def test_resize_upsampling_keeps_a_flat_input_flat_at_any_weights_and_survives_s
         y = g(flat).numpy()[0, 80:-80, 80:-80]  # away from the zero-padded borders (LR receptive field < 20)
         spread = float(np.ptp(y, axis=(0, 1)).max())
         assert (spread < 1e-5) == flat_out, (upsample, spread)
-    g = models.build_generator(8, 2, residual_over_bicubic=True, upsample="nearest")
-    assert [layer.name for layer in g.layers if isinstance(layer, models.PixelShuffle)] == []
-    g.save(tmp_path / "g.keras")
-    x = tf.random.uniform([1, 6, 7, 3], -1, 1, seed=2)
-    assert g(x).shape == (1, 24, 28, 3)
-    np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), g(x), atol=1e-6)
+    for upsample in ("nearest", "bilinear"):
+        g = models.build_generator(8, 2, residual_over_bicubic=True, upsample=upsample)
+        assert [layer.name for layer in g.layers if isinstance(layer, models.PixelShuffle)] == []
+        g.save(tmp_path / "g.keras")
+        x = tf.random.uniform([1, 6, 7, 3], -1, 1, seed=2)
+        assert g(x).shape == (1, 24, 28, 3)
+        np.testing.assert_allclose(keras.models.load_model(tmp_path / "g.keras")(x), g(x), atol=1e-6)
+        # any size inside a tf.function, as the upscaler and the serving signature call it
+        run = tf.function(lambda t: g(t, training=False), input_signature=[tf.TensorSpec([None, None, None, 3])])
+        assert run(tf.zeros([1, 5, 9, 3])).shape == (1, 20, 36, 3)
     with pytest.raises(ValueError, match="upsample"):
         models.build_generator(8, 2, upsample="bicubic")
 
