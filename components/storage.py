@@ -739,6 +739,8 @@ def stage_in(uri: str, pattern: str | None = None) -> str:
         with contextlib.suppress(OSError):
             os.utime(marker)  # its last use: what the least-recently-used eviction orders by
         return target
+    # room first, as the serving cache does: otherwise the cache holds one entry too many until the eviction below
+    evict_staged(keep=entry, incoming=sum(int(size or 0) for *_rest, size in files))
     tmp = tempfile.mkdtemp(prefix=".staging-", dir=_ensure(os.path.join(cache_dir(), "staged")))
     try:
         dsts = [os.path.join(tmp, name) if single else os.path.join(tmp, name, rel) for _p, rel, _t, _s in files]
@@ -759,11 +761,14 @@ def stage_in(uri: str, pattern: str | None = None) -> str:
     return target
 
 
-def evict_staged(keep: str) -> list[str]:
+def evict_staged(keep: str, incoming: int = 0) -> list[str]:
     """Delete the least recently used entries of the staging cache until it holds at most
-    cache_max_bytes(); never `keep` (the entry just fetched) nor an entry a process holds. Returns the
-    entries removed; warns when what is in use alone exceeds the bound."""
+    cache_max_bytes() - `incoming` (the bytes about to be downloaded); never `keep` (the entry just fetched)
+    nor an entry a process holds. Returns the entries removed; warns (after a download) when what is in use
+    alone exceeds the bound."""
     root = os.path.join(cache_dir(), "staged")
+    if not os.path.isdir(root):
+        return []
     entries = []
     for name in os.listdir(root):
         path = os.path.join(root, name)
@@ -771,7 +776,7 @@ def evict_staged(keep: str) -> list[str]:
             remove_path(path)  # left by an evictor that was killed mid-way
         elif not name.startswith(".") and os.path.isdir(path):  # not .staging-* (downloads in progress), *.lock
             entries.append((_last_used(path), path, _tree_bytes(path)))
-    bound = cache_max_bytes()
+    bound = cache_max_bytes() - incoming
     total = sum(size for _t, _p, size in entries)
     removed = []
     for _used, path, size in sorted(entries):
@@ -780,7 +785,7 @@ def evict_staged(keep: str) -> list[str]:
         if path != keep and remove_unless_held(path):
             total -= size
             removed.append(path)
-    if total > bound:
+    if total > bound and not incoming:
         log.warning("the staging cache %s holds %d bytes, over %s=%d: the rest is in use", root, total,
                     CACHE_MAX_ENV, bound)
     return removed

@@ -214,3 +214,32 @@ def test_staging_cache_evicts_least_recently_used_never_in_use(s3_server, tmp_pa
     stage("b", bound=500)
     names, size = cached()
     assert names == ["b.bin"] and 1000 < size < 1100  # only what was just fetched, though over the bound
+
+
+def test_staging_makes_room_before_downloading(s3_server, tmp_path, monkeypatch):
+    """The bound holds while a new entry downloads too: the least recently used entries go first (as the serving
+    cache and the --watch folder make room before a pull), not only after the download."""
+    import subprocess
+    import sys
+
+    root = s3_server.make_bucket("lru-first") + "/objects"
+    for name in "abc":
+        storage.write_bytes(f"{root}/{name}.bin", name.encode() * 1000)
+    monkeypatch.setenv("SRGAN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(storage.CACHE_MAX_ENV, "2500")  # two entries of 1000 bytes + marker
+    for name in "ab":  # staged by processes that have ended: nothing holds them
+        subprocess.run([sys.executable, "-c", "import sys; from components import storage; "
+                        "storage.stage_in(sys.argv[1])", f"{root}/{name}.bin"], check=True, env=dict(os.environ))
+    staged = tmp_path / "cache" / "staged"
+    during = []
+
+    def hook(point, info):
+        if point == "download.fetched":
+            during.append(sum(f.stat().st_size for f in staged.rglob("*") if f.is_file()))
+    previous = storage.set_fault_hook(hook)
+    try:
+        storage.stage_in(f"{root}/c.bin")
+    finally:
+        storage.set_fault_hook(previous)
+    assert during and max(during) <= 2500, during  # a went before c arrived (a + b + c would be ~3100)
+    assert sorted(p.name for p in staged.glob("*/*.bin")) == ["b.bin", "c.bin"]
