@@ -9,6 +9,13 @@ runtime then runs in a process of its own (`--child`), as a user's would: start-
 spawn to its first 64x64 image out, peak RSS is that process's VmHWM, and throughput is the best of
 `repeats` timed runs of one LR image per size (one untiled call, batch 1) after one untimed run. The pixels of
 each runtime's largest output are compared with TensorFlow's (the pusher's tolerance: <= 1 level on >= 99.9%).
+
+    python bench/runtimes.py --interleaved [--repeats 5]
+
+adds `interleaved`: the three runtimes loaded in this one process and timed in turns (each round runs each once
+on the same image, the order rotating), so on a machine shared with other jobs every runtime meets the same load;
+per size the median seconds and the median of the per-round speed-ups over TensorFlow. The per-process figures
+above run one runtime after another, minutes apart: a load that changes meanwhile skews their ratios.
 """
 
 from __future__ import annotations
@@ -65,12 +72,43 @@ def child(runtime: str, folder: str, sizes: list[int], repeats: int, out_npy: st
             "tensorflow_imported": "tensorflow" in sys.modules}
 
 
+def interleaved(folder: str, sizes: list[int], rounds: int) -> dict:
+    """Every runtime in this process, timed in turns on the same input (see the docstring)."""
+    import statistics
+
+    from components import runtimes, upscaler
+
+    card = {"exports": {"onnx": {"file": "model.onnx"}, "tflite": {"file": "model.tflite"}}}
+    models = {"tensorflow": upscaler._from_saved_model(folder, folder)}
+    for runtime in ("onnxruntime", "litert"):
+        models[runtime] = upscaler.Upscaler(runtimes.load_fn(folder, card, runtime, folder), folder, runtime)
+    names, rows = list(models), {"load_average_start": os.getloadavg()}
+    for size in sizes:
+        x = _lr(size)[None]
+        for model in models.values():
+            model(x)  # untimed: a new shape
+        times: dict = {k: [] for k in names}
+        for i in range(rounds):
+            for k in names[i % 3:] + names[:i % 3]:
+                t = time.perf_counter()
+                models[k](x)
+                times[k].append(time.perf_counter() - t)
+        rows[f"{size}->{4 * size}"] = {
+            "median_s": {k: round(statistics.median(v), 3) for k, v in times.items()},
+            "speedup_vs_tensorflow": {k: round(statistics.median(a / b for a, b in zip(times["tensorflow"], v)), 2)
+                                      for k, v in times.items() if k != "tensorflow"},
+            "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()}}
+    rows["load_average_end"] = os.getloadavg()
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sizes", default="64,256")
+    p.add_argument("--interleaved", action="store_true", help="also time the runtimes in turns in one process")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -113,6 +151,8 @@ def main(argv=None):
         if runtime in outputs and "tensorflow" in outputs:
             results[runtime]["vs_tensorflow"] = exports.agreement(
                 [np.abs(outputs[runtime].astype(np.int16) - outputs["tensorflow"]).astype(np.uint8)])
+    if args.interleaved:
+        results["interleaved"] = interleaved(folder, sizes, args.repeats)
     with open("/proc/cpuinfo") as f:
         flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
     print(json.dumps({"model": {"width": args.width, "blocks": args.blocks, "residual_over_bicubic": True},

@@ -252,9 +252,10 @@ class ServeConfig:
     version: Optional[str] = None     # pull/upscale: a version number or "latest" (default)
     tile_size: int = 128              # upscale: LR tile side; bounds memory on large images
     tile_overlap: int = 16            # upscale: LR context pixels around each tile (hides seams)
-    runtime: str = field(default="tensorflow", metadata={"choices": ("tensorflow", "onnxruntime", "litert")})
+    runtime: str = field(default="auto", metadata={"choices": ("auto", "tensorflow", "onnxruntime", "litert")})
     #   upscale/serve/pull: what runs the model: the SavedModel (tensorflow), model.onnx (onnxruntime) or model.tflite
-    #   (litert); the last two need a version pushed with that export (components.runtimes)
+    #   (litert); the last two need a version pushed with that export. auto: the fastest of them the model carries
+    #   (components.runtimes.choose; tensorflow for older versions, generator.keras files and run folders)
     strength: Optional[float] = field(default=None, metadata={"within": (0.0, 1.0)})
     #   upscale/serve: blend a version's strength pair (push's strength_base_run) at this strength: 0 its base
     #   (e.g. clean-trained), 1 the pushed run's; none: the version's SavedModel (its default_strength)

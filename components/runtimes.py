@@ -5,10 +5,14 @@ A version folder (components.pusher) carries, besides its SavedModel, the same g
 `serving_default`: uint8 [b, h, w, 3] (any h, w) -> uint8 [b, 4h, 4w, 3]. The model card's `exports` section
 lists them, with the converters that made them and how closely their pixels agree with the SavedModel's.
 This module imports neither TensorFlow nor Keras: `jobs/upscale.py --runtime onnxruntime` runs without them.
+
+`choose` decides which runtime a model runs on: the one asked for, or for `auto` (the default of `--runtime`)
+the first of PREFERENCE that is installed and that the model carries a verified file for.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 
@@ -16,8 +20,17 @@ import numpy as np
 
 from components.errors import UserError
 
-TENSORFLOW, ONNXRUNTIME, LITERT = "tensorflow", "onnxruntime", "litert"
+TENSORFLOW, ONNXRUNTIME, LITERT, AUTO = "tensorflow", "onnxruntime", "litert", "auto"
 RUNTIMES = (TENSORFLOW, ONNXRUNTIME, LITERT)
+CHOICES = (AUTO,) + RUNTIMES  # what --runtime (config key serve.runtime) takes
+# What `auto` tries, fastest first: bench/runtimes.py --interleaved on 2 CPU cores (BENCHMARKS.md, "One model,
+# three runtimes"): per pixel LiteRT ran at 0.87-0.95x and ONNX Runtime at 0.67-0.87x of TensorFlow (oneDNN); the
+# exports only start sooner. So `auto` is TensorFlow wherever it is installed; the exports' order serves machines
+# without it. Re-measure in turns before reordering: per-process runs minutes apart on a shared machine mislead.
+PREFERENCE = (TENSORFLOW, LITERT, ONNXRUNTIME)
+# The push check's tolerance (issue 27): an export whose card figures miss it is never chosen by `auto`
+TOLERANCE = {"max_diff": 2, "min_within_1": 0.999}   # gray levels; share of pixel values within 1 level
+_MODULE = {TENSORFLOW: "tensorflow", ONNXRUNTIME: "onnxruntime", LITERT: "ai_edge_litert"}
 # runtime -> the model card's `exports` key of the file it runs (the SavedModel is not an export: it is always there)
 EXPORT_OF = {ONNXRUNTIME: "onnx", LITERT: "tflite"}
 FILES = {"onnx": "model.onnx", "tflite": "model.tflite", "tflite_fp16": "model_fp16.tflite"}
@@ -39,6 +52,54 @@ def export_entry(card: dict, runtime: str, source: str) -> dict:
         raise RuntimeChoiceError(f"{source} (version {card.get('version')}) has no {FILES[EXPORT_OF[runtime]]} "
                                  f"({why}): it runs with --runtime {has}")
     return entry
+
+
+def verified(card: dict, runtime: str) -> bool:
+    """Whether the version's card lists `runtime`'s file as checked: its sha256 among the card's files (verified
+    on pull) and its pixel figures within TOLERANCE."""
+    entry = (card.get("exports") or {}).get(EXPORT_OF.get(runtime, ""))
+    if not entry or not entry.get("file") or entry["file"] not in (card.get("files") or {}):
+        return False
+    figures = entry.get("agreement") or {}
+    return figures.get("max_diff", 99) <= TOLERANCE["max_diff"] and \
+        figures.get("within_1", 0) >= TOLERANCE["min_within_1"]
+
+
+def installed(runtime: str) -> bool:
+    """Whether `runtime`'s package can be imported (looked up, not imported: no start-up cost)."""
+    return importlib.util.find_spec(_MODULE[runtime]) is not None
+
+
+def choose(asked: str, card: dict | None, source: str, strength: float | None = None) -> tuple[str, str]:
+    """(runtime, why) for running `source`: a pushed version (its `card`) or, with card None, a generator.keras,
+    run folder or bare SavedModel. An explicit runtime is returned as asked, or refused with one clear error when
+    the model has no file for it. `auto` never fails: the first of PREFERENCE that is installed and, for an export,
+    has a verified file (`verified`); TensorFlow for anything else, and for --strength (it blends Keras generators)."""
+    if asked not in CHOICES:
+        raise RuntimeChoiceError(f"--runtime {asked!r}: choose one of {', '.join(CHOICES)}")
+    if asked == TENSORFLOW:
+        return TENSORFLOW, "asked for"
+    if card is None:
+        if asked != AUTO:
+            raise RuntimeChoiceError(f"{source}: --runtime {asked} runs a pushed model version's export (model.json "
+                                     f"lists it); this is not a version folder: use --runtime tensorflow")
+        return TENSORFLOW, "not a pushed version: no exports"
+    if asked != AUTO:
+        export_entry(card, asked, source)
+        return asked, "asked for"
+    if strength is not None:
+        return TENSORFLOW, "--strength blends the version's Keras generators"
+    skipped = []
+    for runtime in PREFERENCE:
+        file = "saved_model.pb" if runtime == TENSORFLOW else FILES[EXPORT_OF[runtime]]
+        if runtime != TENSORFLOW and not verified(card, runtime):
+            skipped.append(f"no verified {file}" if card.get("exports") else f"no {file}: pushed before exports")
+        elif not installed(runtime):
+            skipped.append(f"{_MODULE[runtime]} not installed")
+        else:
+            return runtime, "; ".join([f"{file}, in the order {' > '.join(PREFERENCE)} of bench/runtimes.py"]
+                                      + skipped)
+    return TENSORFLOW, "; ".join(skipped)  # nothing runnable: TensorFlow's own import error will say so
 
 
 def onnx_fn(path: str):

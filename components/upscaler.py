@@ -30,8 +30,9 @@ class UpscaleError(UserError):
 class Upscaler:
     """A callable uint8 [b, h, w, 3] -> uint8 [b, 4h, 4w, 3], whatever the model was saved as."""
 
-    def __init__(self, fn, source: str, kind: str, scale: int = 4):
+    def __init__(self, fn, source: str, kind: str, scale: int = 4, runtime: str = "tensorflow"):
         self.fn, self.source, self.kind, self.scale = fn, source, kind, scale
+        self.runtime = runtime  # what runs it (components.runtimes): tensorflow, onnxruntime or litert
 
     def __call__(self, lr_uint8: np.ndarray) -> np.ndarray:
         lr_uint8 = np.asarray(lr_uint8)
@@ -45,23 +46,26 @@ def load(model_uri: str, version: str | int | None = None, strength: float | Non
     """An Upscaler for a version folder, a models/<name> folder, a generator.keras or a run folder. `strength`
     (a version with a strength pair only): its two generators blended, strength * generator.keras +
     (1 - strength) * generator_strength0.keras. `runtime` (components.runtimes): tensorflow runs the SavedModel
-    (or Keras); onnxruntime and litert run a version's model.onnx / model.tflite, without importing TensorFlow."""
+    (or Keras); onnxruntime and litert run a version's model.onnx / model.tflite, without importing TensorFlow;
+    auto (the jobs' default) lets `runtimes.choose` pick and logs its pick. The default here stays tensorflow:
+    the evaluator and the push check compare against the SavedModel's exact pixels."""
     from components import registry, runtimes
 
-    if runtime not in runtimes.RUNTIMES:
-        raise UpscaleError(f"runtime {runtime!r}: choose one of {', '.join(runtimes.RUNTIMES)}")
     if registry.is_version_folder(model_uri) or storage.exists(storage.join(model_uri, registry.LATEST)) \
             or version is not None:
         folder = registry.resolve(model_uri, version)
-        if runtime != runtimes.TENSORFLOW:
-            return _from_export(folder, runtime, strength)
+        if strength is not None and runtime not in (runtimes.TENSORFLOW, runtimes.AUTO):
+            raise UpscaleError(f"{folder}: --strength blends the version's two Keras generators, which only "
+                               f"--runtime tensorflow can do (the exports hold the default strength)")
+        card = registry.card(folder) if runtime != runtimes.TENSORFLOW else None
+        chosen = _choose(runtime, card, folder, strength)  # auto with --strength: tensorflow
+        if chosen != runtimes.TENSORFLOW:
+            return _from_export(folder, chosen, card)
         local = storage.stage_in(folder)
         if strength is not None:
             return _at_strength(local, folder, strength)
         return _from_saved_model(local, folder)
-    if runtime != runtimes.TENSORFLOW:
-        raise UpscaleError(f"{model_uri}: --runtime {runtime} runs a pushed model version's export "
-                           f"(model.json lists it); this is not a version folder: use --runtime tensorflow")
+    _choose(runtime, None, model_uri, strength)  # tensorflow, or one clear error for an explicit export runtime
     if strength is not None:
         raise UpscaleError(f"{model_uri}: --strength needs a pushed model version with a strength pair "
                            "(push.strength_base_run), not a single generator")
@@ -73,6 +77,15 @@ def load(model_uri: str, version: str | int | None = None, strength: float | Non
     return _from_keras(keras_file)
 
 
+def _choose(asked: str, card: dict | None, source: str, strength: float | None) -> str:
+    from components import runtimes
+
+    runtime, why = runtimes.choose(asked, card, source, strength)
+    if asked == runtimes.AUTO:  # one line, so a user (or a replica's log) sees what runs the model
+        log.info("%s: --runtime auto chose %s (%s)", source, runtime, why)
+    return runtime
+
+
 def _from_saved_model(local_dir: str, source: str) -> Upscaler:
     import tensorflow as tf
 
@@ -80,17 +93,14 @@ def _from_saved_model(local_dir: str, source: str) -> Upscaler:
     return Upscaler(lambda x: serve(images=tf.constant(x))["sr"].numpy(), source, "saved_model")
 
 
-def _from_export(folder: str, runtime: str, strength: float | None) -> Upscaler:
+def _from_export(folder: str, runtime: str, card: dict) -> Upscaler:
     """A version's model.onnx / model.tflite on its runtime; only that file and the card are staged."""
-    from components import registry, runtimes
+    from components import runtimes
 
-    if strength is not None:
-        raise UpscaleError(f"{folder}: --strength blends the version's two Keras generators, which only "
-                           f"--runtime tensorflow can do (the exports hold the default strength)")
-    card = registry.card(folder)
     name = runtimes.export_entry(card, runtime, folder)["file"]
     local = storage.stage_in(folder, pattern=name)
-    return Upscaler(runtimes.load_fn(local, card, runtime, folder), folder, runtime, card.get("scale") or 4)
+    return Upscaler(runtimes.load_fn(local, card, runtime, folder), folder, runtime, card.get("scale") or 4,
+                    runtime)
 
 
 def _from_keras(keras_uri: str) -> Upscaler:

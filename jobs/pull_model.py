@@ -5,7 +5,9 @@
 DIR becomes the version folder (SavedModel + generator.keras + model.onnx + model.tflite + model.json;
 versions pushed before the exports have no .onnx/.tflite). On a checksum mismatch nothing is left behind
 and the exit code is 2. --runtime R also checks, before downloading, that the version carries R's file,
-and after verifying, loads it with R and upscales one probe tile (onnxruntime/litert import no TensorFlow).
+and after verifying, loads it with R and upscales one probe tile (onnxruntime/litert import no TensorFlow);
+--runtime auto probes the runtime `jobs/upscale.py` would choose (the fastest the version carries) and names it.
+Without --runtime nothing is loaded.
 
     python jobs/pull_model.py --watch --model-uri s3://bucket/srgan/models/srgan-x4 --output /models/srgan-x4
 
@@ -39,7 +41,7 @@ def main(argv=None):
     if args.watch:
         if cfg.serve.version not in (None, "latest"):
             raise config.ConfigError("--watch follows LATEST; it takes no --version")
-        if args.runtime not in (None, "tensorflow"):
+        if args.runtime not in (None, "tensorflow", "auto"):
             raise config.ConfigError("--watch keeps a TF Serving folder (SavedModels): --runtime does not apply")
         from components.serving import follower
         follower.watch_folder(cfg.model_uri, cfg.output, cfg.serve.poll_seconds,
@@ -47,15 +49,16 @@ def main(argv=None):
         return None
 
     from components import registry
-    if args.runtime not in (None, "tensorflow"):  # before downloading anything: one clear error
+    runtime = cfg.serve.runtime if args.runtime else None  # the flag, validated by the config
+    if runtime not in (None, "tensorflow", "auto"):  # before downloading anything: one clear error
         from components import runtimes
         source = registry.resolve(cfg.model_uri, cfg.serve.version)
-        runtimes.export_entry(registry.card(source), args.runtime, source)
+        runtimes.choose(runtime, registry.card(source), source)
     card = registry.pull(cfg.model_uri, cfg.output, cfg.serve.version, force=cfg.force)
-    if args.runtime:
+    if runtime:
         from components.serving import follower
-        follower.load_and_warm(cfg.output, card["version"], card, 16, runtime=args.runtime)
-        print(f"{args.runtime} loaded it and upscaled a probe tile")
+        loaded = follower.load_and_warm(cfg.output, card["version"], card, 16, runtime=runtime)
+        print(f"{loaded.model.runtime} loaded it and upscaled a probe tile")
     print(f"pulled {card['name']} version {card['version']} (run {card['run_id']}, "
           f"{'blessed' if card.get('blessed') else 'NOT blessed'}) to {os.path.abspath(cfg.output)}; "
           f"{len(card['files'])} files verified")

@@ -6,6 +6,8 @@
 Starts a local Ray (HTTP on --host, 127.0.0.1 unless told otherwise), or joins the cluster RAY_ADDRESS
 names (`ray job submit -- python jobs/serve.py ...`; the cluster's Serve HTTP settings apply there).
 Runs until SIGINT/SIGTERM, then removes the application (and stops the Ray it started).
+--runtime auto (the default) runs each version on the fastest runtime it carries (components.runtimes.choose:
+tensorflow for versions pushed before the exports); GET /v1/model names the one in use.
 """
 
 import logging
@@ -35,9 +37,9 @@ def main(argv=None):
 
     opts = serving.settings(cfg)
     folder = registry.resolve(opts["model_uri"], opts["version"])  # a clear error now, not in a replica
-    if opts["runtime"] != "tensorflow":  # the version must carry that runtime's export (model.json lists it)
+    if opts["runtime"] not in ("tensorflow", "auto"):  # the version must carry that runtime's export (model.json)
         from components import runtimes
-        runtimes.export_entry(registry.card(folder), opts["runtime"], folder)
+        runtimes.choose(opts["runtime"], registry.card(folder), folder, opts["strength"])
     import ray
     from ray import serve
 

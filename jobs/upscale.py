@@ -7,8 +7,10 @@ generator.keras or a run folder. --strength S (a version pushed with a strength 
 generators: 0 the base (e.g. clean-trained), 1 the pushed run's (e.g. trained on degraded LR). Inputs are files or folders (recursively), any size and format
 Pillow reads; alpha is upscaled separately, grayscale stays grayscale. Outputs go under OUT with the
 input's name; inputs are never overwritten, existing outputs are kept unless --force.
---runtime tensorflow|onnxruntime|litert: what runs the model; onnxruntime and litert run a pushed version's
+--runtime auto|tensorflow|onnxruntime|litert: what runs the model; onnxruntime and litert run a pushed version's
 model.onnx / model.tflite (checked against the SavedModel's pixels when pushed) and never import TensorFlow.
+auto (the default) takes the fastest the model carries (components.runtimes.choose) and logs which: tensorflow
+for versions pushed before the exports, generator.keras files, run folders and --strength.
 """
 
 import sys

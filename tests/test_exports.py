@@ -6,6 +6,7 @@ and refuse other runtimes with one clear error. Runs are made by hand (a tiny ge
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -87,22 +88,76 @@ def test_each_runtime_upscales_a_pulled_png_to_the_saved_models_pixels(pushed, p
     assert d.max() <= 2 and (d <= 1).mean() >= 0.999
 
 
-def test_onnxruntime_upscales_without_importing_tensorflow(pushed, photo_png, tmp_path):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "auto"])
+def test_onnxruntime_upscales_without_importing_tensorflow(pushed, photo_png, tmp_path, runtime):
     """The job's main() in a fresh interpreter, on a pulled version (the issue's goal); at its end sys.modules
-    must hold no tensorflow nor keras."""
+    must hold no tensorflow nor keras. `auto`, on a machine without TensorFlow (made so by blocking its import),
+    runs the version on the export PREFERENCE ranks first, with no flag."""
     _root, model_root, _card = pushed
     pulled = str(tmp_path / "pulled")
     registry.pull(model_root, pulled)
     out = str(tmp_path / "out")
-    code = ("import sys; from srgan_jobs import upscale; "
-            f"rc = upscale.main(['--model-uri', {pulled!r}, {photo_png!r}, '--output', {out!r}, "
-            "'--runtime', 'onnxruntime']); "
-            "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf_keras'}); "
+    block = "sys.modules.update(tensorflow=None, keras=None); " if runtime == "auto" else ""
+    code = (f"import sys; {block}from srgan_jobs import upscale; from components import cli; "
+            f"rc = cli.run_main(upscale.main, ['--model-uri', {pulled!r}, {photo_png!r}, '--output', {out!r}, "
+            f"'--runtime', {runtime!r}]); "
+            "loaded = sorted({m.split('.')[0] for m, v in sys.modules.items() if v is not None} "
+            "& {'tensorflow', 'keras', 'tf_keras'}); "
             "print('LOADED', loaded); sys.exit(1 if loaded or rc else 0)")
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "LOADED []" in p.stdout
     assert Image.open(os.path.join(out, "astronaut.png")).size == (360, 280)
+    if runtime == "auto":
+        first_export = next(r for r in runtimes.PREFERENCE if r != "tensorflow")
+        assert f"--runtime auto chose {first_export} (" in p.stderr, p.stderr
+
+
+def _agree(got: np.ndarray, want: np.ndarray) -> None:
+    """The issue's tolerance: at most 1 gray level apart on >= 99.9% of values, never more than 2."""
+    assert got.shape == want.shape
+    d = np.abs(got.astype(int) - want)
+    assert d.max() <= 2 and (d <= 1).mean() >= 0.999, (d.max(), (d <= 1).mean())
+
+
+def _auto_lines(caplog) -> list[str]:
+    return [m for m in caplog.messages if "--runtime auto chose" in m]
+
+
+def _file_of(runtime: str) -> str:
+    return "saved_model.pb" if runtime == "tensorflow" else runtimes.FILES[runtimes.EXPORT_OF[runtime]]
+
+
+def test_auto_runs_a_version_on_the_fastest_runtime_it_carries(pushed, photo_png, tmp_path, capsys, caplog,
+                                                               monkeypatch):
+    """No --runtime (auto): a version with every export runs on PREFERENCE[0] and says so in one log line; with
+    the runtimes ranked above one made unavailable, auto takes that one; every pick gives the SavedModel's pixels
+    within the tolerance. pull_model --runtime auto probes the runtime auto picks."""
+    _root, model_root, card = pushed
+    order = " > ".join(runtimes.PREFERENCE)
+    caplog.set_level(logging.INFO, logger="upscale")
+    r = run_cli(capsys, "upscale", "--model-uri", model_root, photo_png, "--output", str(tmp_path / "auto"),
+                "--tile-size", "32", "--tile-overlap", "8")
+    assert r.returncode in (0, None), r.stderr
+    first = runtimes.PREFERENCE[0]
+    assert _auto_lines(caplog) == [f"{card['uri']}: --runtime auto chose {first} ({_file_of(first)}, in the "
+                                   f"order {order} of bench/runtimes.py)"]
+    lr = np.asarray(Image.open(photo_png))
+    want = upscaler.upscale_array(upscaler.load(model_root), lr, 32, 8)  # the SavedModel (load's default)
+    _agree(np.asarray(Image.open(tmp_path / "auto" / "astronaut.png")), want)
+    for i, runtime in enumerate(runtimes.PREFERENCE):
+        above = set(runtimes.PREFERENCE[:i])
+        monkeypatch.setattr(runtimes, "installed", lambda r, above=above: r not in above)
+        model = upscaler.load(model_root, runtime="auto")
+        assert model.runtime == runtime and _auto_lines(caplog)[-1].endswith(
+            "; ".join([f"chose {runtime} ({_file_of(runtime)}, in the order {order} of bench/runtimes.py"]
+                      + [f"{runtimes._MODULE[a]} not installed" for a in runtimes.PREFERENCE[:i]]) + ")")
+        _agree(upscaler.upscale_array(model, lr, 32, 8), want)
+    monkeypatch.undo()
+    caplog.clear()
+    r = run_cli(capsys, "pull_model", "--model-uri", model_root, "--output", str(tmp_path / "p"), "--runtime", "auto")
+    assert r.returncode in (0, None), r.stderr
+    assert f"{first} loaded it and upscaled a probe tile" in r.stdout and len(_auto_lines(caplog)) == 1
 
 
 def test_a_tampered_onnx_is_refused_on_pull(pushed, tmp_path):
@@ -140,7 +195,8 @@ def test_a_truncated_export_fails_the_push_and_publishes_nothing(tiny_dataset, t
     assert not os.path.exists(model_root) or os.listdir(model_root) == []
 
 
-def test_exports_turned_off_and_old_versions_run_on_tensorflow_only(tiny_dataset, tmp_path, photo_png, capsys):
+def test_exports_turned_off_and_old_versions_run_on_tensorflow_only(tiny_dataset, tmp_path, photo_png, capsys,
+                                                                   caplog, monkeypatch):
     from components.pusher import push
     from tests.serving_helpers import push_version
 
@@ -152,6 +208,17 @@ def test_exports_turned_off_and_old_versions_run_on_tensorflow_only(tiny_dataset
     with pytest.raises(runtimes.RuntimeChoiceError, match="no model.tflite .*turned off.*--runtime tensorflow, "
                                                           "onnxruntime"):
         upscaler.load(card["uri"], runtime="litert")
+    # auto: the first of PREFERENCE among what it has (tensorflow, onnxruntime); without TensorFlow installed,
+    # ONNX Runtime whatever it ranks (the version has no model.tflite); pixels within the tolerance
+    lr = np.asarray(Image.open(photo_png))
+    want = upscaler.upscale_array(upscaler.load(card["uri"]), lr, 32, 8)
+    carried = [r for r in runtimes.PREFERENCE if r in ("tensorflow", "onnxruntime")]
+    assert upscaler.load(card["uri"], runtime="auto").runtime == carried[0]
+    with monkeypatch.context() as m:
+        m.setattr(runtimes, "installed", lambda r: r != "tensorflow")
+        auto = upscaler.load(card["uri"], runtime="auto")
+    assert auto.runtime == "onnxruntime" and auto.kind == "onnxruntime"
+    _agree(upscaler.upscale_array(auto, lr, 32, 8), want)
 
     old_root = str(tmp_path / "old" / "models" / "m")
     push_version(old_root, seed=1)  # a card as written before exports existed
@@ -161,12 +228,31 @@ def test_exports_turned_off_and_old_versions_run_on_tensorflow_only(tiny_dataset
     assert r.stderr.strip().splitlines() == [
         f"error: {old_root}/1 (version 1) has no model.onnx (it was pushed before exports existed): it runs with "
         "--runtime tensorflow"]
+    caplog.set_level(logging.INFO, logger="upscale")
+    caplog.clear()  # the auto picks above
     r = run_cli(capsys, "upscale", "--model-uri", old_root, photo_png, "--output", str(tmp_path / "o"))
-    assert r.returncode in (0, None), r.stderr
+    assert r.returncode in (0, None), r.stderr  # the default, auto: tensorflow, no error
+    [line] = _auto_lines(caplog)
+    assert line.startswith(f"{old_root}/1: --runtime auto chose tensorflow (saved_model.pb, in the order "), line
+    keras_file = os.path.join(old_root, "1", "generator.keras")
+    assert upscaler.load(keras_file, runtime="auto").runtime == "tensorflow"
+    assert _auto_lines(caplog)[-1] == (f"{keras_file}: --runtime auto chose tensorflow "
+                                       "(not a pushed version: no exports)")
+    with pytest.raises(runtimes.RuntimeChoiceError, match="this is not a version folder: use --runtime tensorflow"):
+        upscaler.load(keras_file, runtime="onnxruntime")
+    with pytest.raises(upscaler.UpscaleError, match="--strength blends .* only --runtime tensorflow can do"):
+        upscaler.load(old_root, strength=0.5, runtime="onnxruntime")  # as before auto: before the export check
+    with pytest.raises(upscaler.UpscaleError, match="no strength pair"):  # auto + --strength: tensorflow's error
+        upscaler.load(old_root, strength=0.5, runtime="auto")
     for job, extra in (("pull_model", ["--output", str(tmp_path / "p")]), ("serve", [])):
         r = run_cli(capsys, job, "--model-uri", old_root, "--runtime", "litert", *extra)
         assert r.returncode == 2 and "has no model.tflite (it was pushed before exports existed)" in r.stderr
+        r = run_cli(capsys, job, "--model-uri", old_root, "--runtime", "openvino", *extra)
+        assert r.returncode == 2 and r.stderr.strip() == ("error: config key 'runtime' must be one of auto, "
+                                                          "tensorflow, onnxruntime, litert, got 'openvino'")
     assert not os.path.exists(tmp_path / "p")
+    r = run_cli(capsys, "pull_model", "--model-uri", old_root, "--output", str(tmp_path / "p"), "--runtime", "auto")
+    assert r.returncode in (0, None) and "tensorflow loaded it and upscaled a probe tile" in r.stdout, r.stderr
 
 
 def test_the_service_runs_a_version_on_onnxruntime(pushed):
@@ -184,12 +270,57 @@ def test_the_service_runs_a_version_on_onnxruntime(pushed):
 
 @pytest.mark.parametrize("key, value, message", [
     ("exports", "onnx,ncnn", "'exports' must be comma-separated names from onnx, tflite, tflite_fp16"),
-    ("runtime", "openvino", "'runtime' must be one of tensorflow, onnxruntime, litert"),
+    ("runtime", "openvino", "'runtime' must be one of auto, tensorflow, onnxruntime, litert"),
     ("export_check_images", -1, "'export_check_images' must lie within"),
 ])
 def test_export_keys_name_themselves(key, value, message):
     with pytest.raises(config.ConfigError, match=message):
         config.set_value(config.Config(), key, value)
+
+
+def _card(*exports_: str, listed: bool = True, within_1: float = 1.0) -> dict:
+    """A model card as the pusher writes it, with the given exports (and their sha256 unless not `listed`)."""
+    ex = {fmt: {"file": runtimes.FILES[fmt], "agreement": {"within_1": within_1, "max_diff": 1}} for fmt in exports_}
+    files = {e["file"]: "0" * 64 for e in ex.values()} if listed else {}
+    return {"version": 3, "exports": {"saved_model": {"file": "saved_model.pb"}, **ex} if ex else {},
+            "files": {"saved_model.pb": "0" * 64, **files}}
+
+
+def test_auto_picks_the_first_preferred_runtime_the_model_carries(monkeypatch):
+    choose = runtimes.choose
+    assert set(runtimes.PREFERENCE) == set(runtimes.RUNTIMES) and len(runtimes.PREFERENCE) == 3
+    full = _card("onnx", "tflite", "tflite_fp16")
+    order = f"in the order {' > '.join(runtimes.PREFERENCE)} of bench/runtimes.py"
+    assert choose("auto", full, "v") == (runtimes.PREFERENCE[0], f"{_file_of(runtimes.PREFERENCE[0])}, {order}")
+    without_tf = [r for r in runtimes.PREFERENCE if r != "tensorflow"]
+    monkeypatch.setattr(runtimes, "installed", lambda r: r != "tensorflow")   # a machine without TensorFlow
+    assert choose("auto", full, "v")[0] == without_tf[0]
+    assert choose("auto", _card(runtimes.EXPORT_OF[without_tf[1]]), "v")[0] == without_tf[1]  # only that file
+    for bad in (_card("onnx", "tflite", listed=False), _card("onnx", "tflite", within_1=0.99)):  # not verified
+        assert choose("auto", bad, "v") == ("tensorflow", "; ".join(
+            f"no verified {_file_of(r)}" if r != "tensorflow" else "tensorflow not installed"
+            for r in runtimes.PREFERENCE))
+    assert choose("auto", {"version": 1, "files": {}}, "v")[0] == "tensorflow"  # pushed before exports
+    monkeypatch.undo()
+    assert choose("auto", {"version": 1, "files": {}}, "v")[0] == "tensorflow"
+    assert choose("auto", None, "g.keras") == ("tensorflow", "not a pushed version: no exports")
+    assert choose("auto", full, "v", strength=0.5)[0] == "tensorflow"  # blending needs the Keras generators
+    for explicit in runtimes.RUNTIMES:  # explicit: as asked, never re-ranked
+        assert choose(explicit, full, "v") == (explicit, "asked for")
+    with pytest.raises(runtimes.RuntimeChoiceError, match=r"^v \(version 1\) has no model.onnx \(it was pushed "
+                                                          r"before exports existed\): it runs with --runtime "
+                                                          r"tensorflow$"):
+        choose("onnxruntime", {"version": 1}, "v")
+    with pytest.raises(runtimes.RuntimeChoiceError, match="^--runtime 'fastest': choose one of auto, tensorflow, "
+                                                          "onnxruntime, litert$"):
+        choose("fastest", full, "v")
+
+
+def test_serve_and_pull_default_to_auto():
+    from components.serving import app
+
+    assert config.Config().serve.runtime == "auto"
+    assert app.settings({"model_uri": "/m"})["runtime"] == "auto"
 
 
 def test_portable_bicubic_is_tensorflows_bicubic():

@@ -22,7 +22,7 @@ from components.errors import UserError
 
 log = logging.getLogger("push")
 ONNX_OPSET = 17
-TOLERANCE = {"max_diff": 2, "min_within_1": 0.999}   # gray levels; share of pixel values within 1 level
+TOLERANCE = runtimes.TOLERANCE  # gray levels; share of pixel values within 1 level (`auto` checks it too)
 FORMATS = ("onnx", "tflite", "tflite_fp16")          # push.exports: which to write (the SavedModel always is)
 CHECK_TILE, CHECK_OVERLAP = 128, 16                   # the check upscales as jobs/upscale.py does by default
 

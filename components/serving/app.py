@@ -4,7 +4,8 @@
 Routes (the application owns route prefix `/`):
   POST /v1/upscale[?format=png|jpeg]  image bytes in (any format Pillow reads), the x4 image out
                                       (PNG by default); header X-Model-Version names the version used
-  GET  /v1/model                      version, model card summary, last update attempt (this replica's)
+  GET  /v1/model                      version, the runtime running it (and the runtime setting, e.g. auto),
+                                      model card summary, last update attempt (this replica's)
   GET  /healthz                       200 once a model is loaded
 Anything else is a 4xx with a JSON body {"error": reason, "detail": ...}; so is a bad image.
 

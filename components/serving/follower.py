@@ -165,7 +165,9 @@ class ModelFollower:
         self.pinned = None if version in (None, "latest") else int(registry.resolve(model_uri, version).rstrip("/")
                                                                       .rsplit("/", 1)[-1])
         self.tile, self.strength = tile, strength  # strength: every version is served at it (its strength pair)
-        self.runtime = runtime  # every version runs on it: a version without that export is not taken into use
+        # every version runs on it (a version without that export is not taken into use); auto: each version on
+        # the fastest runtime it carries (runtimes.choose), so one without exports still serves, on tensorflow
+        self.runtime = runtime
         self.cache = cache or cache_root(model_uri)
         self.keep_versions = keep_versions  # on disk in the cache, whatever the replicas sharing it serve
         self._held: dict[int, int] = {}     # version -> storage.hold fd: the one served, the one being loaded
@@ -192,7 +194,8 @@ class ModelFollower:
     def state(self) -> dict:
         cur = self.current
         return {"model_uri": self.model_uri, "version": cur.version if cur else None,
-                "pinned": self.pinned is not None, "runtime": self.runtime, "card": card_summary(cur.card) if cur else None,
+                "pinned": self.pinned is not None, "runtime": cur.model.runtime if cur else None,
+                "runtime_setting": self.runtime, "card": card_summary(cur.card) if cur else None,
                 "last_update": dict(self.last_attempt), "last_check": dict(self.last_check), "failed": dict(self.failed) if self.failed else None}
 
     def _take(self, version: int) -> Loaded:
