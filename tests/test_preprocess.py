@@ -98,16 +98,27 @@ def all_records(uri):
 
 # What must not change when the job's insides change (issue 11): tests/data/preprocess_reference.json
 # was written by the implementation of commit f6c5121 (before the bounded-memory rewrite) with
-# `python -m tests.test_preprocess --write-reference`; the tests compare every field with it.
+# `python -m tests.test_preprocess --write-reference`; the tests compare every field with it. Records are
+# compared by their decoded pixels, not their PNG bytes, since the PNG level went from 6 to 1 (issue 26):
+# the pixel hashes were computed from the records of 21302e8, whose PNG bytes had f6c5121's sha256s.
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "preprocess_reference.json")
 REFERENCE_INFO_KEYS = ("dataset_id", "num_train", "num_eval", "num_rejected", "num_files_read", "num_ignored_files",
                        "rejected_by_reason", "statistics", "shapes", "encoding", "record_features")
 
 
+def png_pixels_sha256(png: bytes) -> str:
+    """sha256 of a PNG's decoded pixels (shape included); the bytes must be a valid PNG."""
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG", image.format
+    image.verify()  # checksums and structure; verify() leaves the image unusable, so decode a fresh one
+    pixels = np.asarray(Image.open(io.BytesIO(png)))
+    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+
+
 def summarize(info: dict, uri: str, input_root: str) -> dict:
     """Everything a dataset holds that does not depend on where or when it was made: dataset.json's
     content fields, rejected.jsonl byte for byte (input root replaced), and per split, per source path,
-    the sha256 of the HR and LR PNG bytes and the record's feature names."""
+    the sha256 of the HR and LR pixels (decoded from valid PNGs) and the record's feature names."""
     import tensorflow as tf
 
     root = storage.normalize(input_root).rstrip("/") + "/"
@@ -120,8 +131,8 @@ def summarize(info: dict, uri: str, input_root: str) -> dict:
                 ex = tf.train.Example.FromString(raw.numpy()).features.feature
                 src = ex["source"].bytes_list.value[0].decode()
                 assert src.startswith(root), src
-                recs[src[len(root):]] = {"hr": hashlib.sha256(ex["hr"].bytes_list.value[0]).hexdigest(),
-                                         "lr": hashlib.sha256(ex["lr"].bytes_list.value[0]).hexdigest(),
+                recs[src[len(root):]] = {"hr_pixels": png_pixels_sha256(ex["hr"].bytes_list.value[0]),
+                                         "lr_pixels": png_pixels_sha256(ex["lr"].bytes_list.value[0]),
                                          "features": sorted(ex)}
         out[f"records_{split}"] = dict(sorted(recs.items()))
     return out
@@ -234,11 +245,16 @@ def test_dataset_json_and_transform_output(corpus_dataset):
     assert dataset.DATASET_ID_RE.match(info["dataset_id"])
     assert info["shapes"] == {"hr": [128, 128, 3], "lr": [32, 32, 3]} and info["encoding"] == "png"
     stats = info["statistics"]
-    # Analyzer results equal the statistics of the training HR pixels, computed here independently.
-    train = np.stack([v[0] for v in records(uri, "train").values()]).reshape(-1, 3).astype(np.float64)
-    np.testing.assert_allclose(stats["hr_mean"], train.mean(0), atol=0.01)
-    np.testing.assert_allclose(stats["hr_std"], train.std(0), atol=0.05)
-    np.testing.assert_allclose(stats["hr_max"], train.max(0))
+    # Analyzer results equal the statistics of the training pixels, computed here independently: exactly
+    # (int64 sums since issue 26), up to dataset.json's 4 decimals and the float32 of the transform graph.
+    train = records(uri, "train").values()
+    hr = np.stack([v[0] for v in train]).reshape(-1, 3).astype(np.float64)
+    lr = np.stack([v[1] for v in train]).reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(stats["hr_mean"], hr.mean(0), atol=2e-4)
+    np.testing.assert_allclose(stats["hr_std"], hr.std(0), atol=2e-4)
+    np.testing.assert_allclose(stats["lr_mean"], lr.mean(0), atol=2e-4)
+    np.testing.assert_allclose(stats["hr_min"], hr.min(0))
+    np.testing.assert_allclose(stats["hr_max"], hr.max(0))
     spec = dataset.feature_spec(uri)
     assert sorted(spec) == ["hr", "lr", "source"]
     assert storage.isdir(storage.join(uri, "transform_fn"))
@@ -335,7 +351,7 @@ def test_celeba_faces(faces_dataset):
 @pytest.mark.parametrize("case", ["bad_corpus_eval_count_3",
                                   pytest.param("faces_eval_fraction_0.2", marks=pytest.mark.slow)])
 def test_same_dataset_as_the_reference_implementation(case, request, bad_corpus):
-    """Ids, counts, rejected.jsonl (bytes), statistics and every record's HR/LR bytes equal what the
+    """Ids, counts, rejected.jsonl (bytes), statistics and every record's HR/LR pixels equal what the
     implementation before the bounded-memory rewrite produced for the same input."""
     expected = json.load(open(REFERENCE))[case]
     if case.startswith("bad_corpus"):
@@ -348,10 +364,11 @@ def test_same_dataset_as_the_reference_implementation(case, request, bad_corpus)
     for key in expected:
         if key != "statistics":
             assert got[key] == expected[key], key
-    # tf.Transform's mean/var reduce each batch in float32, so they depend on how the images are batched,
-    # in the old implementation too: run twice on the same 1,000 faces it gave hr_std R 71.6217 and 71.6367
-    # (2.1e-4 apart, relative), and one extra Map before its analysis moved hr_std G here from 65.6780 to
-    # 65.6786. So: min/max exact, the moments within 2.5e-4 relative of the reference.
+    # The reference's moments came from tf.Transform's mean/var, which reduce each batch in float32, so they
+    # depended on how the images were batched: run twice on the same 1,000 faces it gave hr_std R 71.6217 and
+    # 71.6367 (2.1e-4 apart, relative), and one extra Map before its analysis moved hr_std G here from 65.6780
+    # to 65.6786. The job now adds int64 per-image sums (exact, issue 26). So: min/max exact, the moments
+    # within 2.5e-4 relative of the reference.
     stats, ref = got["statistics"], expected["statistics"]
     assert sorted(stats) == sorted(ref)
     for name in ref:

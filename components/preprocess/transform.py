@@ -17,6 +17,10 @@ from components.dataset import POSITION_FEATURES
 from components.degradation import degrade
 
 STATS_PREFIX = "stats_"
+# zlib level of the record PNGs. 1, not libpng's default 6: on 128 px face crops 6 costs about 5 ms per HR
+# image (most of the transform's time) for files 5% smaller; the decoded pixels are the same at any level
+# (bench/preprocess_ops.py, BENCHMARKS.md "Throughput: where the time goes").
+PNG_COMPRESSION = 1
 
 
 def raw_feature_spec(positions: bool) -> dict:
@@ -31,35 +35,49 @@ def raw_feature_spec(positions: bool) -> dict:
     return spec
 
 
-def _pixels(raw_bytes):
-    """All pixels of a batch of raw images as [n, 3] float32, in batch order (one join: sizes may differ)."""
-    return tf.reshape(tf.cast(tf.io.decode_raw(tf.strings.reduce_join(raw_bytes), tf.uint8), tf.float32), [-1, 3])
+def _moments(image):
+    """uint8 [h, w, 3] -> int64 [4, 3]: per channel the sum, the sum of squares, the min and the max."""
+    x = tf.cast(tf.reshape(image, [-1, 3]), tf.int64)
+    return tf.stack([tf.reduce_sum(x, 0), tf.reduce_sum(x * x, 0), tf.reduce_min(x, 0), tf.reduce_max(x, 0)])
+
+
+def _total(x):
+    """The split's sum of an int64 tensor over its first axis, as float64: tf.Transform adds int64 (exact)."""
+    import tensorflow_transform as tft
+
+    return tf.cast(tft.sum(x, reduce_instance_dims=False), tf.float64)
 
 
 def make_preprocessing_fn(scale: int, positions: bool):
     import tensorflow_transform as tft
 
     def encode_one(args):
-        """One instance at its own size -> (hr png, lr png, lr pixels flattened for the statistics)."""
+        """One instance at its own size -> (hr png, lr png, hr moments, lr moments). Each pass computes only
+        what it fetches: the analysis the moments, the transform the PNGs (TF prunes the loop's unused outputs)."""
         raw, height, width = args
         hr = tf.reshape(tf.io.decode_raw(raw, tf.uint8), tf.stack([height, width, 3]))
         lr = degrade(hr, scale)
-        return tf.io.encode_png(hr), tf.io.encode_png(lr), tf.reshape(lr, [-1])
+        return (tf.io.encode_png(hr, compression=PNG_COMPRESSION), tf.io.encode_png(lr, compression=PNG_COMPRESSION),
+                _moments(hr), _moments(lr))
 
     def preprocessing_fn(inputs):
-        hr_png, lr_png, lr_flat = tf.map_fn(
-            encode_one, (inputs["hr_raw"], tf.cast(inputs["height"], tf.int32), tf.cast(inputs["width"], tf.int32)),
-            fn_output_signature=(tf.string, tf.string, tf.RaggedTensorSpec([None], tf.uint8)))
+        height, width = tf.cast(inputs["height"], tf.int32), tf.cast(inputs["width"], tf.int32)
+        hr_png, lr_png, hr_moments, lr_moments = tf.map_fn(
+            encode_one, (inputs["hr_raw"], height, width),
+            fn_output_signature=(tf.string, tf.string, tf.TensorSpec([4, 3], tf.int64), tf.TensorSpec([4, 3], tf.int64)))
         batch = tf.shape(inputs["hr_raw"])[0]
-        # Per-channel pixel statistics over the whole split (0..255 units): the drift baseline.
-        pixels = _pixels(inputs["hr_raw"])
+        # Per-channel pixel statistics over the whole split (0..255 units): the drift baseline. From per-image
+        # integer moments rather than every pixel as float32 (tft.mean/var over [pixels, 3] cost as much as the
+        # PNG encodes, and their float32 batch sums made the result depend on the batching).
+        hr_pixels = _total(tf.cast(inputs["height"] * inputs["width"], tf.int64))
+        hr_mean = _total(hr_moments[:, 0]) / hr_pixels
+        hr_var = _total(hr_moments[:, 1]) / hr_pixels - hr_mean * hr_mean  # population variance, as before
         stats = {
-            "hr_mean": tft.mean(pixels, reduce_instance_dims=False),
-            "hr_std": tf.sqrt(tft.var(pixels, reduce_instance_dims=False)),
-            "hr_min": tf.cast(tft.min(pixels, reduce_instance_dims=False), tf.float32),
-            "hr_max": tf.cast(tft.max(pixels, reduce_instance_dims=False), tf.float32),
-            "lr_mean": tft.mean(tf.reshape(tf.cast(lr_flat.flat_values, tf.float32), [-1, 3]),
-                                reduce_instance_dims=False),
+            "hr_mean": tf.cast(hr_mean, tf.float32),
+            "hr_std": tf.cast(tf.sqrt(tf.maximum(hr_var, 0.0)), tf.float32),
+            "hr_min": tf.cast(tft.min(hr_moments[:, 2], reduce_instance_dims=False), tf.float32),
+            "hr_max": tf.cast(tft.max(hr_moments[:, 3], reduce_instance_dims=False), tf.float32),
+            "lr_mean": tf.cast(_total(lr_moments[:, 0]) / (hr_pixels / (scale * scale)), tf.float32),
         }
         out = {"hr": hr_png, "lr": lr_png, "source": inputs["source"]}
         if positions:
