@@ -40,6 +40,14 @@ def test_yaml_then_flags(tmp_path):
     ("preprocess: 3\n", "section 'preprocess' must be a mapping"),
     ("- a\n- b\n", "must be a mapping"),
     ("a: [\n", "not valid YAML"),
+    ("retention:\n  keep_versions: 0\n", "'keep_versions' must lie within [1,"),
+    ("retention:\n  keep_runs: -1\n", "'keep_runs' must lie within [0,"),
+    ("retention:\n  keep_datasets: two\n", "'keep_datasets' must be an integer"),
+    ("retention:\n  grace_minutes: -5\n", "'grace_minutes' must lie within [0,"),
+    ("retention:\n  lease_minutes: 1\n", "'lease_minutes' must lie within [15,"),
+    ("retention:\n  stale_run_hours: .nan\n", "'stale_run_hours' must be finite"),
+    ("retention:\n  run_after_pipeline: 'yes'\n", "'run_after_pipeline' must be true or false"),
+    ("retention:\n  keep_all: true\n", "unknown config key retention.keep_all"),
 ])
 def test_bad_yaml_is_a_clear_error(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
