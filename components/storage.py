@@ -122,12 +122,17 @@ def configure(retries: int | None = None) -> None:
         _FILESYSTEMS.clear()
 
 
-def retry_budget() -> int:
-    value = os.environ.get(RETRIES_ENV, "")
+def _env_whole_number(name: str, default: int, what: str) -> int:
+    """A non-negative whole number from the environment variable `name`, else `default`."""
+    value = os.environ.get(name, "")
     try:
-        return max(0, int(value)) if value.strip() else DEFAULT_RETRIES
+        return max(0, int(value)) if value.strip() else default
     except ValueError:
-        raise StorageError(f"{RETRIES_ENV}={value!r}: expected a whole number of retries") from None
+        raise StorageError(f"{name}={value!r}: expected a whole number of {what}") from None
+
+
+def retry_budget() -> int:
+    return _env_whole_number(RETRIES_ENV, DEFAULT_RETRIES, "retries")
 
 
 def backoff(attempt: int) -> float:
@@ -684,11 +689,7 @@ def cache_dir() -> str:
 
 def cache_max_bytes() -> int:
     """The staging cache's bound ($SRGAN_CACHE_MAX_BYTES, else 10 GiB)."""
-    value = os.environ.get(CACHE_MAX_ENV, "")
-    try:
-        return max(0, int(value)) if value.strip() else DEFAULT_CACHE_MAX_BYTES
-    except ValueError:
-        raise StorageError(f"{CACHE_MAX_ENV}={value!r}: expected a whole number of bytes") from None
+    return _env_whole_number(CACHE_MAX_ENV, DEFAULT_CACHE_MAX_BYTES, "bytes")
 
 
 _STAGED_HELD: dict[str, int] = {}  # staged entries this process has used: held until it exits (TensorFlow
